@@ -1,0 +1,228 @@
+"""The `aletheia` command. Thin: parses arguments, calls the library, prints.
+
+Exit status: 0 when every input was processed, 1 when any input failed, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+
+NO_MODEL_HELP = (
+    "no model given and no default model is bundled yet. Either download a published ISPL checkpoint "
+    "(`aletheia weights download EfficientNetAutoAttB4_DFDC`, then `--model EfficientNetAutoAttB4_DFDC`) "
+    "or pass a checkpoint file with `--model path/to/weights.pth`. `aletheia weights list` shows what exists."
+)
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit status 2)."""
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="score every face in images (files and folders, recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
+    p.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
+    p.add_argument("--model", help="model name, published weights name, or checkpoint file")
+    p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
+    p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
+    p.add_argument("--assume-face", action="store_true", help="skip detection; score each whole image as one face")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
+    p.add_argument("--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_run_detect)
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list or download published model weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    lst = wsub.add_parser("list", help="published checkpoints and whether they are cached")
+    lst.set_defaults(handler=_run_weights_list)
+    dl = wsub.add_parser("download", help="download a published checkpoint, verify its SHA-256 and cache it")
+    dl.add_argument("names", nargs="+", metavar="NAME")
+    dl.add_argument("--cache-dir", type=Path, help="where to keep weights (default $ALETHEIA_CACHE or ~/.cache/aletheia)")
+    dl.add_argument("--base-url", help="fetch from this mirror instead of the published URL (same file names)")
+    dl.set_defaults(handler=_run_weights_download)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered model architectures")
+    p.set_defaults(handler=_run_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aletheia", description="Deepfake detection for faces in photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_detect(sub)
+    _add_weights(sub)
+    _add_models(sub)
+    return parser
+
+
+# -- detect ------------------------------------------------------------------------------------------------------
+
+
+def _make_pipeline(args: argparse.Namespace):
+    import torch
+
+    from aletheia.models.checkpoints import CheckpointError
+    from aletheia.models.loader import is_checkpoint_path
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+
+    if args.model is None:
+        raise UsageError(NO_MODEL_HELP)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if is_checkpoint_path(args.model):
+        name, checkpoint = args.arch, args.model
+    else:
+        name, checkpoint = args.model, None
+    try:
+        return DeepfakeDetectorPipeline(
+            model_name=name,
+            model_checkpoint=checkpoint,
+            device=args.device,
+            threshold=args.threshold,
+            face_policy=args.face_policy,
+            batch_size=args.batch_size,
+            min_face_size=args.min_face_size,
+        )
+    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from exc
+
+
+@contextmanager
+def _open_output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+CSV_COLUMNS = ("path", "kind", "score", "label", "threshold", "model", "n_faces", "faces", "error")
+
+
+class _Writer:
+    """Writes results as they come, so a long run can be followed and an interrupted one keeps what it did."""
+
+    def __init__(self, out: TextIO, fmt: str) -> None:
+        self.out, self.fmt = out, fmt
+        if fmt == "csv":
+            self._csv = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+            self._csv.writeheader()
+        elif fmt == "table":
+            out.write(f"{'label':<8} {'score':>7} {'faces':>5}  path\n")
+
+    def write(self, record: dict) -> None:
+        if self.fmt == "jsonl":
+            self.out.write(json.dumps(record) + "\n")
+        elif self.fmt == "csv":
+            row = {k: record.get(k) for k in CSV_COLUMNS if k in record}
+            row["n_faces"] = len(record["faces"])
+            row["faces"] = json.dumps(record["faces"])
+            self._csv.writerow(row)
+        else:
+            score = "-" if record["score"] is None else f"{record['score']:.3f}"
+            line = f"{record['label']:<8} {score:>7} {len(record['faces']):>5}  {record['path']}"
+            if record["error"]:
+                line += f"  ({record['error']})"
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from aletheia.io import iter_input_files
+
+    files = iter_input_files(args.paths)
+    if not files:
+        raise UsageError(f"no image files found in {' '.join(args.paths)}")
+    pipeline = _make_pipeline(args)
+    failed = 0
+    with _open_output(args.output) as out:
+        writer = _Writer(out, args.format)
+        results = pipeline.predict_many(files, assume_face=args.assume_face)
+        bar = tqdm(results, total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
+        for result in bar:
+            if result.error is not None:
+                failed += 1
+                bar.write(f"error: {result.error}", file=sys.stderr)
+            writer.write(result.to_json())
+    if failed:
+        print(f"{failed} of {len(files)} inputs could not be processed", file=sys.stderr)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+# -- weights and models --------------------------------------------------------------------------------------------
+
+
+def _run_weights_list(args: argparse.Namespace) -> int:
+    from aletheia.models.checkpoints import PUBLISHED_WEIGHTS, cached_weights_path
+
+    print(f"{'name':<32} {'architecture':<24} {'trained on':<10} cached")
+    for name, entry in PUBLISHED_WEIGHTS.items():
+        cached = "yes" if cached_weights_path(name).is_file() else "no"
+        print(f"{name:<32} {entry.architecture:<24} {entry.dataset:<10} {cached}")
+    return EXIT_OK
+
+
+def _run_weights_download(args: argparse.Namespace) -> int:
+    from aletheia.models.checkpoints import PUBLISHED_WEIGHTS, ChecksumError, download_weights
+
+    unknown = [n for n in args.names if n not in PUBLISHED_WEIGHTS]
+    if unknown:
+        raise UsageError(f"unknown weights {', '.join(unknown)}; known: {', '.join(PUBLISHED_WEIGHTS)}")
+    failed = 0
+    for name in args.names:
+        try:
+            path = download_weights(name, cache_dir=args.cache_dir, base_url=args.base_url)
+            print(f"{name}: {path}")
+        except (ChecksumError, OSError) as exc:
+            failed += 1
+            print(f"error: {name}: {exc}", file=sys.stderr)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from aletheia.models.registry import get_config, list_models
+
+    print(f"{'name':<28} {'input':>5} {'threshold':>9}")
+    for name in list_models():
+        config = get_config(name)
+        print(f"{name:<28} {config.input_size:>5} {config.threshold:>9}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"aletheia {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

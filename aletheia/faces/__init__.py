@@ -1,0 +1,1 @@
+"""Stage 1: face detection and cropping. Knows nothing of classifiers."""

@@ -1,0 +1,222 @@
+"""Find faces in images of any size and cut them out the same way for inference and training.
+
+BlazeFace (short range) sees a 128x128 input and finds faces from about a sixth of that input up to nearly all of it.
+To find small faces in large photos we run it on a pyramid of square tiles: the whole image, then tiles half as
+large with 50% overlap, and so on down to the tile size at which the smallest wanted face is still big enough.
+The 50% overlap means every face no larger than half a tile lies wholly inside some tile, so detections that touch
+an inner tile border (cut faces) can be dropped; the rest are mapped back to original pixels and merged with
+weighted NMS across tiles and levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from aletheia.faces.blazeface import BlazeFaceDetector, weighted_nms
+
+FacePolicy = Literal["scale", "tight"]
+FACE_POLICIES: tuple[str, ...] = ("scale", "tight")
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+
+# Smallest face, as a fraction of BlazeFace's 128 px input, that it finds reliably (measured: see benchmarks/).
+_MIN_FACE_FRACTION = 0.18
+# A detection closer than this (fraction of the tile) to an inner tile border is taken as a cut face.
+_BORDER_FRACTION = 0.01
+
+
+@dataclass
+class Face:
+    """One detected face in original image pixels."""
+
+    box: np.ndarray  # (4,) x0, y0, x1, y1
+    keypoints: np.ndarray  # (6, 2) x, y
+    detection_score: float
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+
+@dataclass(frozen=True)
+class _Tile:
+    level_scale: float  # pyramid image pixels per original pixel
+    x: int  # top-left corner in pyramid image pixels
+    y: int
+    touches_left: bool
+    touches_top: bool
+    touches_right: bool
+    touches_bottom: bool
+
+
+@dataclass
+class FaceDetector:
+    """BlazeFace over a tile pyramid. `min_face_size` (original pixels) sets how deep the pyramid goes.
+
+    With `min_face_size=None` it is chosen per image as max(40 px, 2% of the longer side): faces of 80 px are
+    found in a 4000x3000 photo without tiling a phone snapshot into hundreds of pieces.
+    """
+
+    min_face_size: int | None = None
+    score_threshold: float = 0.75
+    nms_iou: float = 0.3
+    device: str = "cpu"
+    batch_size: int = 64
+    _blazeface: BlazeFaceDetector = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._blazeface = BlazeFaceDetector(
+            score_threshold=self.score_threshold, nms_iou=self.nms_iou, device=self.device
+        )
+
+    def _min_face(self, height: int, width: int) -> float:
+        if self.min_face_size is not None:
+            return float(self.min_face_size)
+        return max(40.0, 0.02 * max(height, width))
+
+    def _tiles(self, height: int, width: int) -> list[tuple[float, list[_Tile]]]:
+        """Pyramid levels (scale, tiles), from the whole image down to the smallest useful tile."""
+        size = BlazeFaceDetector.INPUT_SIZE
+        longest = max(height, width)
+        smallest_tile = self._min_face(height, width) / _MIN_FACE_FRACTION
+        levels = []
+        tile_side = float(longest)  # tile side in original pixels
+        while True:
+            scale = size / tile_side
+            level_h, level_w = max(1, round(height * scale)), max(1, round(width * scale))
+            tiles = [
+                _Tile(scale, x, y, x == 0, y == 0, x + size >= level_w, y + size >= level_h)
+                for y in _positions(level_h, size)
+                for x in _positions(level_w, size)
+            ]
+            levels.append((scale, tiles))
+            tile_side /= 2
+            # Stop when the next level would only look for faces smaller than wanted, or would upscale the image.
+            if tile_side < smallest_tile or tile_side < size:
+                break
+        return levels
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image, in original pixels, best first."""
+        height, width = image.shape[:2]
+        size = BlazeFaceDetector.INPUT_SIZE
+        crops, tiles = [], []
+        for scale, level_tiles in self._tiles(height, width):
+            level_w, level_h = max(1, round(width * scale)), max(1, round(height * scale))
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            level = cv2.resize(image, (level_w, level_h), interpolation=interpolation)
+            # Pad to at least one tile; black padding is what MediaPipe's letterboxing adds too.
+            level = cv2.copyMakeBorder(
+                level, 0, max(0, size - level_h), 0, max(0, size - level_w), cv2.BORDER_CONSTANT, value=0
+            )
+            for tile in level_tiles:
+                crops.append(level[tile.y : tile.y + size, tile.x : tile.x + size])
+                tiles.append(tile)
+        detections = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.stack(crops[start : start + self.batch_size])
+            for tile, found in zip(tiles[start : start + self.batch_size], self._blazeface.detect(batch), strict=True):
+                kept = _drop_cut_faces(found, tile)
+                if len(kept):
+                    detections.append(_to_original_pixels(kept, tile, size))
+        if not detections:
+            return []
+        merged = weighted_nms(np.concatenate(detections), self.nms_iou)
+        return [
+            Face(box=row[:4].copy(), keypoints=row[4:16].reshape(6, 2).copy(), detection_score=float(row[16]))
+            for row in merged
+        ]
+
+
+def _positions(length: int, size: int) -> list[int]:
+    """Tile origins along one axis with stride size/2, the last one flush with the end."""
+    if length <= size:
+        return [0]
+    stride = size // 2
+    positions = list(range(0, length - size, stride))
+    positions.append(length - size)
+    return positions
+
+
+def _drop_cut_faces(detections: np.ndarray, tile: _Tile) -> np.ndarray:
+    """Remove detections that touch a tile border lying inside the image: another tile holds that face whole."""
+    if not len(detections):
+        return detections
+    edge = _BORDER_FRACTION
+    x0, y0, x1, y1 = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
+    cut = np.zeros(len(detections), dtype=bool)
+    if not tile.touches_left:
+        cut |= x0 <= edge
+    if not tile.touches_top:
+        cut |= y0 <= edge
+    if not tile.touches_right:
+        cut |= x1 >= 1 - edge
+    if not tile.touches_bottom:
+        cut |= y1 >= 1 - edge
+    return detections[~cut]
+
+
+def _to_original_pixels(detections: np.ndarray, tile: _Tile, size: int) -> np.ndarray:
+    out = detections.copy()
+    coords = out[:, :16]
+    coords[:, 0::2] = (coords[:, 0::2] * size + tile.x) / tile.level_scale
+    coords[:, 1::2] = (coords[:, 1::2] * size + tile.y) / tile.level_scale
+    return out
+
+
+def margin_box(box: np.ndarray, margin: float = 0.2) -> np.ndarray:
+    """Grow a face box by `margin` of its size on each side and twice that above, for the forehead (as ISPL)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+    return np.array([x0 - dx, y0 - 2 * dy, x1 + dx, y1 + dy], dtype=np.float32)
+
+
+def crop_face(
+    image: np.ndarray,
+    box: np.ndarray,
+    policy: FacePolicy = "scale",
+    size: int = 224,
+    margin: float = 0.2,
+) -> np.ndarray:
+    """Cut one face out as a size x size RGB crop. The one crop function for inference and training.
+
+    `scale`: the square of side max(w, h) centred on the margin box, resized to size (ISPL's training crop).
+    `tight`: the margin box itself, longest side resized to size, centred on a black square.
+    Parts outside the image are black, so a face at the edge is not stretched.
+    """
+    if policy not in FACE_POLICIES:
+        raise ValueError(f"unknown face policy {policy!r}; choose one of {FACE_POLICIES}")
+    x0, y0, x1, y1 = margin_box(box, margin)
+    if policy == "scale":
+        side = max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        x0, x1, y0, y1 = cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2
+    region = _cut_with_padding(image, round(x0), round(y0), round(x1), round(y1))
+    h, w = region.shape[:2]
+    factor = size / max(h, w)
+    new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(region, (new_w, new_h), interpolation=interpolation)
+    if (new_h, new_w) == (size, size):
+        return resized
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def _cut_with_padding(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    height, width = image.shape[:2]
+    out = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out

@@ -1,0 +1,63 @@
+"""Stage 2: authenticity classifiers. Knows nothing of face detection."""
+
+from .checkpoints import (
+    PUBLISHED_WEIGHTS,
+    CheckpointError,
+    ChecksumError,
+    PublishedWeights,
+    UnsupportedArchitectureError,
+    WeightsDownloadError,
+    download_weights,
+    infer_architecture,
+    load_checkpoint,
+    load_model,
+    load_state_dict_file,
+    resolve_model,
+)
+from .efficientnet import (
+    EfficientNetAutoAttB4,
+    EfficientNetAutoAttB4ST,
+    EfficientNetAutoAttLite0,
+    EfficientNetB4,
+    EfficientNetB4ST,
+    EfficientNetClassifier,
+    EfficientNetLite0,
+    SiameseTunedClassifier,
+)
+from .registry import (
+    ModelConfig,
+    UnknownModelError,
+    create_model,
+    get_config,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "PUBLISHED_WEIGHTS",
+    "CheckpointError",
+    "ChecksumError",
+    "EfficientNetAutoAttB4",
+    "EfficientNetAutoAttB4ST",
+    "EfficientNetAutoAttLite0",
+    "EfficientNetB4",
+    "EfficientNetB4ST",
+    "EfficientNetClassifier",
+    "EfficientNetLite0",
+    "ModelConfig",
+    "PublishedWeights",
+    "SiameseTunedClassifier",
+    "UnknownModelError",
+    "UnsupportedArchitectureError",
+    "WeightsDownloadError",
+    "create_model",
+    "download_weights",
+    "get_config",
+    "infer_architecture",
+    "list_models",
+    "load_checkpoint",
+    "load_model",
+    "load_state_dict_file",
+    "register_model",
+    "resolve_model",
+]

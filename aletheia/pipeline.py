@@ -1,0 +1,165 @@
+"""Faces + classifier -> typed results. The one way through for the API, CLI, web app, REST API and evaluation.
+
+Models load once, in the constructor. All faces of an image (and, in `predict_many`, of several images) go through
+the classifier in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aletheia.faces.extract import FaceDetector, FacePolicy, crop_face
+from aletheia.io import ImageInput, InputError, load_image
+from aletheia.models.loader import load_classifier
+from aletheia.models.registry import ModelConfig
+from aletheia.results import FaceResult, ImageResult
+
+
+@dataclass
+class _Pending:
+    """An image whose faces are detected and cropped but not yet classified."""
+
+    result: ImageResult
+    crops: np.ndarray  # (k, size, size, 3)
+
+
+class DeepfakeDetectorPipeline:
+    """Detect faces, crop them as training does, and score each one's probability of being fake.
+
+    `model_name` is a registered architecture or a published-weights name; `model_checkpoint` a weights file
+    (its architecture is read from its keys unless `model_name` names it).
+    """
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        model_checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        *,
+        threshold: float | None = None,
+        face_policy: FacePolicy = "scale",
+        batch_size: int = 32,
+        min_face_size: int | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.classifier, self.config, self.model_label = load_classifier(
+            model_name, model_checkpoint, device=self.device
+        )
+        self.threshold = float(self.config.threshold if threshold is None else threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        self.face_policy = face_policy
+        self.batch_size = max(1, int(batch_size))
+        self.detector = FaceDetector(min_face_size=min_face_size, device=device)
+        self._mean = torch.tensor(self.config.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.config.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    # -- public API ---------------------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        image: ImageInput,
+        *,
+        assume_face: bool = False,
+        return_attention: bool = False,
+        path: str | None = None,
+    ) -> ImageResult:
+        """Score every face in one image (a path, bytes, PIL image or RGB array).
+
+        Raises `InputError` for an unreadable image; `predict_many` turns that into an error result instead.
+        """
+        name = path if path is not None else (str(image) if isinstance(image, (str, Path)) else "<image>")
+        pending = self._detect(load_image(image), name, assume_face)
+        self._classify([pending], return_attention=return_attention)
+        return pending.result
+
+    def predict_many(
+        self, sources: Iterable[str | Path], *, assume_face: bool = False
+    ) -> Iterator[ImageResult]:
+        """Score many image files, yielding one result per input in order; a bad file yields an error result."""
+        waiting: list[_Pending] = []
+        waiting_faces = 0
+        for source in sources:
+            try:
+                pending = self._detect(load_image(source), str(source), assume_face)
+            except InputError as exc:
+                pending = _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+            waiting.append(pending)
+            waiting_faces += len(pending.crops)
+            if waiting_faces >= self.batch_size:
+                self._classify(waiting)
+                yield from (p.result for p in waiting)
+                waiting, waiting_faces = [], 0
+        if waiting:
+            self._classify(waiting)
+            yield from (p.result for p in waiting)
+
+    def score_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Fake probabilities for face crops (n, size, size, 3) RGB uint8, already cut with `crop_face`."""
+        return _sigmoid(self._logits(crops)[0])
+
+    # -- the steps ----------------------------------------------------------------------------------------------
+
+    def _empty_result(self, path: str, error: str | None = None) -> ImageResult:
+        return ImageResult(path=path, threshold=self.threshold, model=self.model_label, error=error)
+
+    def _detect(self, image: np.ndarray, path: str, assume_face: bool) -> _Pending:
+        height, width = image.shape[:2]
+        result = self._empty_result(path)
+        result.width, result.height = width, height
+        size = self.config.input_size
+        if assume_face:
+            box = np.array([0, 0, width, height], dtype=np.float32)
+            crop = crop_face(image, box, self.face_policy, size, margin=0.0)
+            result.faces.append(FaceResult(box=box, keypoints=np.zeros((0, 2)), detection_score=1.0, score=np.nan))
+            return _Pending(result, crop[None])
+        faces = self.detector.detect(image)
+        crops = [crop_face(image, face.box, self.face_policy, size) for face in faces]
+        for face in faces:
+            result.faces.append(
+                FaceResult(box=face.box, keypoints=face.keypoints, detection_score=face.detection_score, score=np.nan)
+            )
+        return _Pending(result, np.stack(crops) if crops else _no_crops(self.config))
+
+    def _classify(self, pending: list[_Pending], return_attention: bool = False) -> None:
+        """Classify the crops of several images together and write the scores into their results."""
+        counts = [len(p.crops) for p in pending]
+        if sum(counts) == 0:
+            return
+        all_crops = np.concatenate([p.crops for p in pending])
+        logits, attention = self._logits(all_crops, return_attention)
+        scores = _sigmoid(logits)
+        start = 0
+        for item, count in zip(pending, counts, strict=True):
+            for i, face in enumerate(item.result.faces):
+                face.score = float(scores[start + i])
+                face.crop = item.crops[i]
+                if attention is not None:
+                    face.attention = attention[start + i]
+            start += count
+
+    def _logits(self, crops: np.ndarray, return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, maps = [], []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                batch = torch.from_numpy(crops[start : start + self.batch_size]).to(torch.float32)
+                batch = (batch.permute(0, 3, 1, 2) / 255.0 - self._mean) / self._std
+                batch = batch.to(self.device)
+                logits.append(self.classifier(batch).flatten().float().cpu().numpy())
+                if return_attention and hasattr(self.classifier, "get_attention"):
+                    maps.append(self.classifier.get_attention(batch)[:, 0].float().cpu().numpy())
+        attention = np.concatenate(maps) if maps else None
+        return np.concatenate(logits), attention
+
+
+def _no_crops(config: ModelConfig) -> np.ndarray:
+    return np.zeros((0, config.input_size, config.input_size, 3), dtype=np.uint8)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))

