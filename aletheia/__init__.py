@@ -1,7 +1,7 @@
 """Aletheia: deepfake detection for faces in photos.
 
-    from aletheia import DeepfakeDetectorPipeline
-    result = DeepfakeDetectorPipeline(model_checkpoint="weights.pth").predict("photo.jpg")
+from aletheia import DeepfakeDetectorPipeline
+result = DeepfakeDetectorPipeline(model_checkpoint="weights.pth").predict("photo.jpg")
 """
 
 import os

@@ -35,11 +35,15 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name, published weights name, or checkpoint file")
     p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
     p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
-    p.add_argument("--assume-face", action="store_true", help="skip detection; score each whole image as one face")
+    p.add_argument(
+        "--assume-face", action="store_true", help="skip detection; score each whole image as one face"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
-    p.add_argument("--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)")
+    p.add_argument(
+        "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_run_detect)
 
@@ -51,8 +55,12 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     lst.set_defaults(handler=_run_weights_list)
     dl = wsub.add_parser("download", help="download a published checkpoint, verify its SHA-256 and cache it")
     dl.add_argument("names", nargs="+", metavar="NAME")
-    dl.add_argument("--cache-dir", type=Path, help="where to keep weights (default $ALETHEIA_CACHE or ~/.cache/aletheia)")
-    dl.add_argument("--base-url", help="fetch from this mirror instead of the published URL (same file names)")
+    dl.add_argument(
+        "--cache-dir", type=Path, help="where to keep weights (default $ALETHEIA_CACHE or ~/.cache/aletheia)"
+    )
+    dl.add_argument(
+        "--base-url", help="fetch from this mirror instead of the published URL (same file names)"
+    )
     dl.set_defaults(handler=_run_weights_download)
 
 

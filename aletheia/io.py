@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,7 +17,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 # Larger than any camera sensor in common use; beyond it an input is more likely a decompression bomb than a photo.
 MAX_IMAGE_PIXELS = 250_000_000
 
-ImageInput = Union[str, Path, bytes, np.ndarray, Image.Image]
+ImageInput = str | Path | bytes | np.ndarray | Image.Image
 
 
 class InputError(ValueError):
@@ -143,9 +142,7 @@ def iter_input_files(paths: list[str | Path], extensions: frozenset[str] = IMAGE
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-            )
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions))
         else:
             files.append(path)
     return files

@@ -116,13 +116,17 @@ class DeepfakeDetectorPipeline:
         if assume_face:
             box = np.array([0, 0, width, height], dtype=np.float32)
             crop = crop_face(image, box, self.face_policy, size, margin=0.0)
-            result.faces.append(FaceResult(box=box, keypoints=np.zeros((0, 2)), detection_score=1.0, score=np.nan))
+            result.faces.append(
+                FaceResult(box=box, keypoints=np.zeros((0, 2)), detection_score=1.0, score=np.nan)
+            )
             return _Pending(result, crop[None])
         faces = self.detector.detect(image)
         crops = [crop_face(image, face.box, self.face_policy, size) for face in faces]
         for face in faces:
             result.faces.append(
-                FaceResult(box=face.box, keypoints=face.keypoints, detection_score=face.detection_score, score=np.nan)
+                FaceResult(
+                    box=face.box, keypoints=face.keypoints, detection_score=face.detection_score, score=np.nan
+                )
             )
         return _Pending(result, np.stack(crops) if crops else _no_crops(self.config))
 
@@ -143,16 +147,21 @@ class DeepfakeDetectorPipeline:
                     face.attention = attention[start + i]
             start += count
 
-    def _logits(self, crops: np.ndarray, return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def _logits(
+        self, crops: np.ndarray, return_attention: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         logits, maps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 batch = torch.from_numpy(crops[start : start + self.batch_size]).to(torch.float32)
                 batch = (batch.permute(0, 3, 1, 2) / 255.0 - self._mean) / self._std
                 batch = batch.to(self.device)
-                logits.append(self.classifier(batch).flatten().float().cpu().numpy())
-                if return_attention and hasattr(self.classifier, "get_attention"):
-                    maps.append(self.classifier.get_attention(batch)[:, 0].float().cpu().numpy())
+                if return_attention and self.config.has_attention:
+                    batch_logits, batch_maps = self.classifier.forward_with_attention(batch)
+                    maps.append(batch_maps[:, 0].float().cpu().numpy())
+                else:
+                    batch_logits = self.classifier(batch)
+                logits.append(batch_logits.flatten().float().cpu().numpy())
         attention = np.concatenate(maps) if maps else None
         return np.concatenate(logits), attention
 

@@ -17,3 +17,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "labels.csv").is_file():
         pytest.skip(f"development data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Two cores are shared by pytest and torch: one intra-op thread each keeps the suite fast and steady."""
+    import torch
+
+    torch.set_num_threads(1)

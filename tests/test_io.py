@@ -44,7 +44,7 @@ def test_colour_modes_become_rgb(tmp_path: Path, mode: str) -> None:
     image = Image.fromarray(_gradient()).convert(mode if mode != "I;16" else "L")
     grey = np.asarray(image.convert("L"))
     if mode == "I;16":
-        image = Image.fromarray((grey.astype(np.uint16) * 257))
+        image = Image.fromarray(grey.astype(np.uint16) * 257)
         assert image.mode.startswith("I;16")
     suffix = "tiff" if mode == "CMYK" else "png"
     loaded = load_image(_save(image, tmp_path / f"img.{suffix}"))
@@ -127,8 +127,19 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[object, str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["empty file", "text", "truncated", "corrupt", "huge", "missing", "folder", "empty bytes", "wrong type",
-     "bad array", "empty array"],
+    [
+        "empty file",
+        "text",
+        "truncated",
+        "corrupt",
+        "huge",
+        "missing",
+        "folder",
+        "empty bytes",
+        "wrong type",
+        "bad array",
+        "empty array",
+    ],
 )
 def test_bad_inputs_raise_one_clear_error(tmp_path: Path, case: str) -> None:
     source, message = _bad_inputs(tmp_path)[case]

@@ -94,7 +94,9 @@ def convert(tflite_bytes: bytes) -> dict[str, torch.Tensor]:
                          f"{converted.keys() - expected.keys()}")  # fmt: skip
     for key, tensor in expected.items():
         if converted[key].shape != tensor.shape:
-            raise ValueError(f"{key}: TFLite gives {tuple(converted[key].shape)}, model wants {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{key}: TFLite gives {tuple(converted[key].shape)}, model wants {tuple(tensor.shape)}"
+            )
     return OrderedDict((key, converted[key]) for key in expected)
 
 

@@ -20,12 +20,21 @@ from aletheia.faces.blazeface import BlazeFaceDetector, weighted_nms
 
 FacePolicy = Literal["scale", "tight"]
 FACE_POLICIES: tuple[str, ...] = ("scale", "tight")
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+KEYPOINT_NAMES = (
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth_center",
+    "right_ear_tragion",
+    "left_ear_tragion",
+)
 
 # Smallest face, as a fraction of BlazeFace's 128 px input, that it finds reliably (measured: see benchmarks/).
 _MIN_FACE_FRACTION = 0.18
 # A detection closer than this (fraction of the tile) to an inner tile border is taken as a cut face.
 _BORDER_FRACTION = 0.01
+# Tiles are never smaller than this many original pixels (at most 4x upscaling: tinier faces hold too little detail).
+_MIN_TILE_SIDE = 32
 
 
 @dataclass
@@ -60,8 +69,9 @@ class _Tile:
 class FaceDetector:
     """BlazeFace over a tile pyramid. `min_face_size` (original pixels) sets how deep the pyramid goes.
 
-    With `min_face_size=None` it is chosen per image as max(40 px, 2% of the longer side): faces of 80 px are
-    found in a 4000x3000 photo without tiling a phone snapshot into hundreds of pieces.
+    With `min_face_size=None` it is chosen per image as 2% of the longer side but at least 40 px (6% of it in
+    images under 500 px): faces of 80 px are found in a 4000x3000 photo without tiling a phone snapshot into
+    hundreds of pieces, and thumbnails are searched down to faces of a few pixels.
     """
 
     min_face_size: int | None = None
@@ -79,7 +89,8 @@ class FaceDetector:
     def _min_face(self, height: int, width: int) -> float:
         if self.min_face_size is not None:
             return float(self.min_face_size)
-        return max(40.0, 0.02 * max(height, width))
+        longest = max(height, width)
+        return max(0.02 * longest, min(40.0, 0.06 * longest))
 
     def _tiles(self, height: int, width: int) -> list[tuple[float, list[_Tile]]]:
         """Pyramid levels (scale, tiles), from the whole image down to the smallest useful tile."""
@@ -91,15 +102,20 @@ class FaceDetector:
         while True:
             scale = size / tile_side
             level_h, level_w = max(1, round(height * scale)), max(1, round(width * scale))
+            # Upscaled levels only happen in small images, where tiles are cheap: overlap them more, because
+            # BlazeFace's scores for tiny faces depend on where they fall on its anchor grid.
+            stride = size // 4 if scale > 1 else size // 2
             tiles = [
                 _Tile(scale, x, y, x == 0, y == 0, x + size >= level_w, y + size >= level_h)
-                for y in _positions(level_h, size)
-                for x in _positions(level_w, size)
+                for y in _positions(level_h, size, stride)
+                for x in _positions(level_w, size, stride)
             ]
             levels.append((scale, tiles))
-            tile_side /= 2
+            # Halve the tile while the image is being shrunk; once it would be enlarged, step more finely, since
+            # upscaled tiny faces are found only at some magnifications.
+            tile_side /= 2 if tile_side >= 2 * size else 1.25
             # Stop when the next level would only look for faces smaller than wanted, or would upscale the image.
-            if tile_side < smallest_tile or tile_side < size:
+            if tile_side < smallest_tile or tile_side < _MIN_TILE_SIDE:
                 break
         return levels
 
@@ -110,7 +126,7 @@ class FaceDetector:
         crops, tiles = [], []
         for scale, level_tiles in self._tiles(height, width):
             level_w, level_h = max(1, round(width * scale)), max(1, round(height * scale))
-            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
             level = cv2.resize(image, (level_w, level_h), interpolation=interpolation)
             # Pad to at least one tile; black padding is what MediaPipe's letterboxing adds too.
             level = cv2.copyMakeBorder(
@@ -122,7 +138,9 @@ class FaceDetector:
         detections = []
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(crops[start : start + self.batch_size])
-            for tile, found in zip(tiles[start : start + self.batch_size], self._blazeface.detect(batch), strict=True):
+            for tile, found in zip(
+                tiles[start : start + self.batch_size], self._blazeface.detect(batch), strict=True
+            ):
                 kept = _drop_cut_faces(found, tile)
                 if len(kept):
                     detections.append(_to_original_pixels(kept, tile, size))
@@ -135,11 +153,10 @@ class FaceDetector:
         ]
 
 
-def _positions(length: int, size: int) -> list[int]:
-    """Tile origins along one axis with stride size/2, the last one flush with the end."""
+def _positions(length: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one axis, `stride` apart, the last one flush with the end."""
     if length <= size:
         return [0]
-    stride = size // 2
     positions = list(range(0, length - size, stride))
     positions.append(length - size)
     return positions

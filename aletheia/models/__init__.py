@@ -7,11 +7,13 @@ from .checkpoints import (
     PublishedWeights,
     UnsupportedArchitectureError,
     WeightsDownloadError,
+    cached_weights_path,
     download_weights,
     infer_architecture,
     load_checkpoint,
     load_model,
     load_state_dict_file,
+    model_from_state_dict,
     resolve_model,
 )
 from .efficientnet import (
@@ -50,6 +52,7 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "WeightsDownloadError",
+    "cached_weights_path",
     "create_model",
     "download_weights",
     "get_config",
@@ -58,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_state_dict_file",
+    "model_from_state_dict",
     "register_model",
     "resolve_model",
 ]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -62,7 +63,9 @@ class ChecksumError(WeightsDownloadError):
     """A downloaded or cached file's SHA-256 is not the expected one; the file has been deleted."""
 
     def __init__(self, source: str, expected: str, got: str) -> None:
-        super().__init__(f"SHA-256 mismatch for {source}: expected {expected}, got {got}; the file was deleted")
+        super().__init__(
+            f"SHA-256 mismatch for {source}: expected {expected}, got {got}; the file was deleted"
+        )
         self.expected = expected
         self.got = got
 
@@ -87,14 +90,17 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zips, forbidden globals: all mean "not a usable checkpoint"
+    # Pickle errors, truncated zips, globals refused by weights_only: all mean "not a usable checkpoint".
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     return _extract_state_dict(obj, source=str(path))
 
 
 def _extract_state_dict(obj: object, source: str) -> StateDict:
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source}: expected a state dict or a dict holding one, got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a state dict or a dict holding one, got {type(obj).__name__}"
+        )
     for key in _WRAPPER_KEYS:
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -151,10 +157,8 @@ def load_checkpoint(
             if items
         ]
         message = f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}"
-        try:
+        with contextlib.suppress(CheckpointError):
             message += f". It looks like a {infer_architecture(state)} checkpoint."
-        except CheckpointError:
-            pass
         raise CheckpointError(message)
     model.load_state_dict(state, strict=True)
     return model
@@ -186,7 +190,9 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
 
     head = state.get("efficientnet._conv_head.weight")
     if head is None or "classifier.weight" not in state:
-        raise CheckpointError(f"unrecognised checkpoint: no known architecture has the keys {_preview(list(state))}")
+        raise CheckpointError(
+            f"unrecognised checkpoint: no known architecture has the keys {_preview(list(state))}"
+        )
     blocks = {int(m.group(1)) for k in state if (m := _BLOCK_INDEX.match(k))}
     family = _BACKBONES.get((len(blocks), head.shape[0]))
     if family is None:
@@ -211,7 +217,8 @@ def _attention_width(state: Mapping[str, torch.Tensor]) -> int:
 # Published weights
 # ---------------------------------------------------------------------------------------------------------------
 
-ISPL_BASE_URL = "https://icpr2020.s3.amazonaws.com/"
+# The files moved from their first host to this one; ISPL's code points here now.
+ISPL_BASE_URL = "https://f002.backblazeb2.com/file/icpr2020/"
 _ISPL_LICENCE = (
     "Published by ISPL, Politecnico di Milano, with the GPL-3.0 icpr2020dfdc code; no separate licence is stated "
     "for the weights, and the training data's own terms apply ({data}). Not bundled: downloaded on request. "
@@ -249,20 +256,21 @@ def _ispl(architecture: str, dataset: str, sha256: str) -> PublishedWeights:
     )
 
 
+# (architecture, training set, SHA-256 of the file), as published with ISPL's architectures/weights.py.
+_ISPL_CHECKPOINTS = [
+    ("EfficientNetB4", "DFDC", "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a"),
+    ("EfficientNetB4", "FFPP", "93aaad84946829e793d1a67ed7e0309b535e2f2395acb4f8d16b92c0616ba8d7"),
+    ("EfficientNetB4ST", "DFDC", "86f0a0701b18694dfb5e7837bd09fa8e48a5146c193227edccf59f1b038181c6"),
+    ("EfficientNetB4ST", "FFPP", "ccd016668071be5bf5fff68e446d055441739ec7113fb1a6eee998f08396ae92"),
+    ("EfficientNetAutoAttB4", "DFDC", "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc"),
+    ("EfficientNetAutoAttB4", "FFPP", "b0c9e9522a7143cf119843e910234be5e30f77dc527b1b427cdffa5ce3bdbc25"),
+    ("EfficientNetAutoAttB4ST", "DFDC", "4df0ef7d2f380a5955affa78c35d0942ac1cd65229510353b252737775515a33"),
+    ("EfficientNetAutoAttB4ST", "FFPP", "ddb357503b9b902e1b925c2550415604c4252b9b9ecafeb7369dc58cc16e9edd"),
+    ("Xception", "DFDC", "e826cdb64d73ef491e6b8ff8fce0e1e1b7fc1d8e2715bc51a56280fff17596f9"),
+    ("Xception", "FFPP", "bb119e4913cb8f816cd28a03f81f4c603d6351bf8e3f8e3eb99eebc923aecd22"),
+]
 PUBLISHED_WEIGHTS: dict[str, PublishedWeights] = {
-    w.name: w
-    for w in (
-        _ispl("EfficientNetB4", "DFDC", "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a"),
-        _ispl("EfficientNetB4", "FFPP", "93aaad84946829e793d1a67ed7e0309b535e2f2395acb4f8d16b92c0616ba8d7"),
-        _ispl("EfficientNetB4ST", "DFDC", "86f0a0701b18694dfb5e7837bd09fa8e48a5146c193227edccf59f1b038181c6"),
-        _ispl("EfficientNetB4ST", "FFPP", "ccd016668071be5bf5fff68e446d055441739ec7113fb1a6eee998f08396ae92"),
-        _ispl("EfficientNetAutoAttB4", "DFDC", "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc"),
-        _ispl("EfficientNetAutoAttB4", "FFPP", "b0c9e9522a7143cf119843e910234be5e30f77dc527b1b427cdffa5ce3bdbc25"),
-        _ispl("EfficientNetAutoAttB4ST", "DFDC", "4df0ef7d2f380a5955affa78c35d0942ac1cd65229510353b252737775515a33"),
-        _ispl("EfficientNetAutoAttB4ST", "FFPP", "ddb357503b9b902e1b925c2550415604c4252b9b9ecafeb7369dc58cc16e9edd"),
-        _ispl("Xception", "DFDC", "e826cdb64d73ef491e6b8ff8fce0e1e1b7fc1d8e2715bc51a56280fff17596f9"),
-        _ispl("Xception", "FFPP", "bb119e4913cb8f816cd28a03f81f4c603d6351bf8e3f8e3eb99eebc923aecd22"),
-    )
+    w.name: w for w in (_ispl(*row) for row in _ISPL_CHECKPOINTS)
 }
 
 # torch.hub's convention: "name-<hex digest or prefix>.ext".
@@ -315,7 +323,9 @@ def download_weights(
         embedded = _HASH_IN_NAME.search(filename)
         expected = expected_sha256 or (embedded.group(1) if embedded else None)
         if expected is None:
-            raise ValueError(f"no SHA-256 known for {url}: pass expected_sha256 (unverified weights are not loaded)")
+            raise ValueError(
+                f"no SHA-256 known for {url}: pass expected_sha256 (unverified weights are not loaded)"
+            )
     else:
         raise ValueError(
             f"{name_or_url!r} is neither a published weights name ({', '.join(PUBLISHED_WEIGHTS)}) nor an http(s) URL"
@@ -396,7 +406,9 @@ def resolve_model(
     if spec in PUBLISHED_WEIGHTS:
         entry = PUBLISHED_WEIGHTS[spec]
         if entry.architecture not in list_models():
-            raise UnsupportedArchitectureError(f"{spec}: the {entry.architecture} architecture is not supported yet")
+            raise UnsupportedArchitectureError(
+                f"{spec}: the {entry.architecture} architecture is not supported yet"
+            )
         path = download_weights(spec, cache_dir=cache_dir, base_url=base_url, progress=progress)
         return entry.architecture, load_state_dict_file(path)
     path = Path(spec).expanduser()
@@ -409,22 +421,35 @@ def resolve_model(
     )
 
 
+def cached_weights_path(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where `download_weights` keeps a published checkpoint (it may not be there yet)."""
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return cache / PUBLISHED_WEIGHTS[name].filename
+
+
+def model_from_state_dict(name: str, state: StateDict, source: str = "<state dict>") -> nn.Module:
+    """Build the registered architecture `name` and load `state` into it strictly; eval mode, `model.config` set.
+
+    The attention width is read from the keys; Lite models skip their ImageNet initialisation (about to be
+    overwritten)."""
+    kwargs: dict[str, object] = {}
+    if get_config(name).has_attention:
+        kwargs["width"] = _attention_width(state)
+    if "Lite" in name:
+        kwargs["pretrained"] = False
+    model = create_model(name, **kwargs)
+    load_checkpoint(model, state, source=source)
+    return model.eval()
+
+
 def load_model(
     spec: str,
     cache_dir: str | os.PathLike[str] | None = None,
     base_url: str | None = None,
     progress: bool = True,
 ) -> nn.Module:
-    """``resolve_model`` + ``create_model`` + ``load_checkpoint``; returns the model in eval mode with
-    ``model.config`` set. Lite models built from a checkpoint skip the ImageNet initialisation."""
+    """``resolve_model`` + ``model_from_state_dict``; a bare registry name gives the builder's initialisation."""
     name, state = resolve_model(spec, cache_dir=cache_dir, base_url=base_url, progress=progress)
     if state is None:
         return create_model(name).eval()
-    kwargs: dict[str, object] = {}
-    if get_config(name).has_attention:
-        kwargs["width"] = _attention_width(state)
-    if "Lite" in name:
-        kwargs["pretrained"] = False  # about to be overwritten by the checkpoint
-    model = create_model(name, **kwargs)
-    load_checkpoint(model, state, source=spec)
-    return model.eval()
+    return model_from_state_dict(name, state, source=spec)

