@@ -1,0 +1,176 @@
+"""The `aletheia` command: output formats, the exact JSON line, bad files in a batch, exit statuses."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from aletheia.cli import main
+
+ASTRONAUT = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
+ALETHEIA = Path(sys.executable).parent / "aletheia"
+JSON_KEYS = ["path", "kind", "score", "label", "threshold", "model", "faces", "error"]
+FACE_KEYS = ["box", "detection_score", "score", "keypoints"]
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    """A folder with a good photo, a nested copy, a corrupt file and a text file that only looks like an image."""
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "a.jpg").write_bytes(ASTRONAUT.read_bytes())
+    (tmp_path / "nested" / "b.jpg").write_bytes(ASTRONAUT.read_bytes())
+    (tmp_path / "c_truncated.jpg").write_bytes(ASTRONAUT.read_bytes()[:2000])
+    (tmp_path / "d.png").write_text("hello")
+    (tmp_path / "notes.txt").write_text("ignored: not an image extension")
+    return tmp_path
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_detect_jsonl_over_a_folder(folder: Path, b4_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out" / "results.jsonl"
+    code = main(["detect", str(folder), "--model", str(b4_checkpoint), "--output", str(out), "--no-progress"])
+    assert code == 1  # two bad files
+    records = _lines(out.read_text())
+    assert [Path(r["path"]).name for r in records] == ["a.jpg", "c_truncated.jpg", "d.png", "b.jpg"]
+    for record in records:
+        assert list(record) == JSON_KEYS
+        assert record["kind"] == "image" and record["model"] == b4_checkpoint.name
+    good, truncated, text, nested = records
+    assert good["label"] in ("fake", "real") and good["error"] is None and good["threshold"] == 0.5
+    assert len(good["faces"]) == 1 and list(good["faces"][0]) == FACE_KEYS
+    assert len(good["faces"][0]["keypoints"]) == 6
+    assert good["score"] == max(f["score"] for f in good["faces"])
+    assert nested["score"] == good["score"]
+    for bad in (truncated, text):
+        assert bad["label"] == "error" and bad["score"] is None and bad["faces"] == [] and bad["error"]
+    assert "truncated" in truncated["error"] and "not a recognised image" in text["error"]
+    assert "2 of 4 inputs could not be processed" in capsys.readouterr().err
+
+
+def test_detect_csv_table_threshold_and_assume_face(b4_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.csv"
+    assert (
+        main(
+            [
+                "detect",
+                str(ASTRONAUT),
+                "--model",
+                str(b4_checkpoint),
+                "--format",
+                "csv",
+                "-o",
+                str(out),
+                "--threshold",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["label"] == "fake" and row["n_faces"] == "1" and float(row["threshold"]) == 0.0
+    assert (
+        main(
+            [
+                "detect",
+                str(ASTRONAUT),
+                "--model",
+                str(b4_checkpoint),
+                "--format",
+                "table",
+                "--assume-face",
+                "--threshold",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["label", "score", "faces", "path"]
+    assert table[1].split()[0] == "real" and table[1].split()[2] == "1"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["detect", str(ASTRONAUT)], "no default model"),
+        (["detect", str(ASTRONAUT), "--model", "EfficientNetAutoAttB4_DFDC"], "weights download"),
+        (["detect", str(ASTRONAUT), "--model", "nosuch.pth"], "no such checkpoint"),
+        (["detect", str(ASTRONAUT), "--model", "x.pth", "--threshold", "1.5"], "between 0 and 1"),
+        (["detect", str(ASTRONAUT), "--model", "x.pth", "--device", "cuda"], "CUDA"),
+        (["weights", "download", "NoSuchWeights"], "unknown weights"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(args: list[str], message: str, capsys) -> None:
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["detect", str(tmp_path), "--model", "x.pth"]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_weights_download_rejects_a_wrong_hash_from_a_local_server(tmp_path: Path, capsys) -> None:
+    """`aletheia weights download NAME --base-url` against a real HTTP server serving a file that is not ISPL's."""
+    from aletheia.models.checkpoints import PUBLISHED_WEIGHTS
+
+    entry = PUBLISHED_WEIGHTS["EfficientNetAutoAttB4_DFDC"]
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / entry.filename).write_bytes(b"an impostor checkpoint")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cache = tmp_path / "cache"
+        code = main(
+            [
+                "weights",
+                "download",
+                entry.name,
+                "--cache-dir",
+                str(cache),
+                "--base-url",
+                f"http://127.0.0.1:{server.server_port}",
+            ]
+        )
+    finally:
+        server.shutdown()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "SHA-256" in err or "sha256" in err.lower()
+    assert not any(cache.rglob("*.pth"))  # nothing unverified is left in the cache
+
+
+def test_console_script_runs(b4_checkpoint: Path) -> None:
+    """The installed `aletheia` entry point, as a user runs it."""
+    proc = subprocess.run(
+        [str(ALETHEIA), "detect", str(ASTRONAUT), "--model", str(b4_checkpoint), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (record,) = _lines(proc.stdout)
+    assert record["label"] in ("fake", "real") and len(record["faces"]) == 1
+    listing = subprocess.run([str(ALETHEIA), "weights", "list"], capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and "EfficientNetAutoAttB4_DFDC" in listing.stdout
