@@ -48,6 +48,22 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_detect)
 
 
+def _add_faces(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "faces", help="find faces only (no classifier): boxes, keypoints, and optionally the crops"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--output", "-o", type=Path, help="write JSON lines here instead of standard output")
+    p.add_argument("--crops", type=Path, metavar="DIR", help="save each face crop here as PNG")
+    p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
+    p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
+    p.add_argument(
+        "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_run_faces)
+
+
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="list or download published model weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
@@ -73,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aletheia", description="Deepfake detection for faces in photos.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_detect(sub)
+    _add_faces(sub)
     _add_weights(sub)
     _add_models(sub)
     return parser
@@ -176,6 +193,46 @@ def _run_detect(args: argparse.Namespace) -> int:
             writer.write(result.to_json())
     if failed:
         print(f"{failed} of {len(files)} inputs could not be processed", file=sys.stderr)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def _run_faces(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from aletheia.faces.extract import FaceDetector, crop_face
+    from aletheia.io import InputError, iter_input_files, load_image
+    from aletheia.results import FaceResult
+
+    files = iter_input_files(args.paths)
+    if not files:
+        raise UsageError(f"no image files found in {' '.join(args.paths)}")
+    detector = FaceDetector(min_face_size=args.min_face_size)
+    if args.crops:
+        args.crops.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with _open_output(args.output) as out:
+        for index, path in enumerate(tqdm(files, unit="img", disable=args.no_progress, file=sys.stderr)):
+            record: dict = {"path": str(path), "faces": [], "error": None}
+            try:
+                image = load_image(path)
+            except InputError as exc:
+                failed += 1
+                record["error"] = str(exc)
+                print(f"error: {exc}", file=sys.stderr)
+            else:
+                for number, face in enumerate(detector.detect(image)):
+                    entry = FaceResult(
+                        face.box, face.keypoints, face.detection_score, score=float("nan")
+                    ).to_json()
+                    del entry["score"]
+                    if args.crops:
+                        crop = crop_face(image, face.box, args.face_policy, args.size)
+                        crop_path = args.crops / f"{index:05d}_{path.stem}_face{number}.png"
+                        cv2.imwrite(str(crop_path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                        entry["crop"] = str(crop_path)
+                    record["faces"].append(entry)
+            out.write(json.dumps(record) + "\n")
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 

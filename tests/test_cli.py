@@ -174,3 +174,16 @@ def test_console_script_runs(b4_checkpoint: Path) -> None:
     assert record["label"] in ("fake", "real") and len(record["faces"]) == 1
     listing = subprocess.run([str(ALETHEIA), "weights", "list"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "EfficientNetAutoAttB4_DFDC" in listing.stdout
+
+
+def test_faces_command_writes_boxes_and_crops(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff broken")
+    code = main(["faces", str(ASTRONAUT), str(bad), "--crops", str(tmp_path / "crops"), "--no-progress"])
+    assert code == 1
+    good, broken = _lines(capsys.readouterr().out)
+    assert len(good["faces"]) == 1 and "score" not in good["faces"][0]
+    from aletheia.io import load_image
+
+    assert load_image(good["faces"][0]["crop"]).shape == (224, 224, 3)
+    assert broken["faces"] == [] and "bad.jpg" in broken["error"]
