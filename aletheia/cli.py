@@ -40,6 +40,8 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx", "openvino"), default="auto",
+                   help="classifier runtime (default auto: ONNX Runtime on a CPU, torch on a GPU)")
     p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
     p.add_argument(
         "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
@@ -126,6 +128,7 @@ def _make_pipeline(args: argparse.Namespace):
             face_policy=args.face_policy,
             batch_size=args.batch_size,
             min_face_size=args.min_face_size,
+            backend=args.backend,
         )
     except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc).strip("'\"")) from exc

@@ -102,3 +102,12 @@ def test_model_errors_say_what_to_do(tmp_path: Path) -> None:
         DeepfakeDetectorPipeline(model_name="EfficientNetAutoAttB4")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         DeepfakeDetectorPipeline(model_checkpoint=tmp_path / "missing.pth")
+
+
+def test_backends_give_the_same_scores(b4_checkpoint: Path, pipeline: DeepfakeDetectorPipeline) -> None:
+    assert pipeline.backend == "onnx"  # the CPU default
+    group = _group_photo()
+    reference = [f.score for f in pipeline.predict(group).faces]
+    for backend in ("torch", "openvino"):
+        other = DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint, backend=backend)
+        np.testing.assert_allclose([f.score for f in other.predict(group).faces], reference, atol=1e-5)
