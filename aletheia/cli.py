@@ -40,8 +40,12 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default 32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx", "openvino"), default="auto",
-                   help="classifier runtime (default auto: ONNX Runtime on a CPU, torch on a GPU)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnx", "openvino"),
+        default="auto",
+        help="classifier runtime (default auto: ONNX Runtime on a CPU, torch on a GPU)",
+    )
     p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
     p.add_argument(
         "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
@@ -87,13 +91,31 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_models)
 
 
+def _usage_errors(handler):
+    """Training commands: bad settings (pydantic, missing data) are usage errors; a failed run exits 1."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from exc
+        except RuntimeError as exc:
+            print(f"aletheia {args.command}: {exc}", file=sys.stderr)
+            return EXIT_INPUT_FAILED
+
+    return wrapped
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from aletheia.cli_training import add_training_commands
+
     parser = argparse.ArgumentParser(prog="aletheia", description="Deepfake detection for faces in photos.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_detect(sub)
     _add_faces(sub)
     _add_weights(sub)
     _add_models(sub)
+    add_training_commands(sub, _usage_errors)
     return parser
 
 

@@ -105,7 +105,11 @@ class DeepfakeDetectorPipeline:
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Fake probabilities for face crops (n, size, size, 3) RGB uint8, already cut with `crop_face`."""
-        return _sigmoid(self._logits(crops)[0])
+        return _sigmoid(self.logits(crops))
+
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        """Raw classifier logits for face crops (evaluation and calibration work on these)."""
+        return self._logits(crops)[0]
 
     # -- the steps ----------------------------------------------------------------------------------------------
 

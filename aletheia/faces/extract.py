@@ -33,6 +33,8 @@ KEYPOINT_NAMES = (
 _MIN_FACE_FRACTION = 0.18
 # A detection closer than this (fraction of the tile) to an inner tile border is taken as a cut face.
 _BORDER_FRACTION = 0.01
+# The zoomed-out first level: the image fills 1/_ZOOM_OUT of the input side.
+_ZOOM_OUT = 1.6
 # Tiles are never smaller than this many original pixels (at most 4x upscaling: tinier faces hold too little detail).
 _MIN_TILE_SIDE = 32
 
@@ -98,6 +100,14 @@ class FaceDetector:
         longest = max(height, width)
         smallest_tile = self._min_face(height, width) / _MIN_FACE_FRACTION
         levels = []
+        # The first level shows the whole image shrunk into part of the input: faces that fill a close-up or a
+        # pre-cropped face image are larger than BlazeFace's biggest anchors and are missed at full size.
+        levels.append(
+            (
+                size / (longest * _ZOOM_OUT),
+                [_Tile(size / (longest * _ZOOM_OUT), 0, 0, True, True, True, True)],
+            )
+        )
         tile_side = float(longest)  # tile side in original pixels
         while True:
             scale = size / tile_side

@@ -1,0 +1,57 @@
+"""Training augmentation (ISPL's set, albumentations 2.0.8) and a preview grid to see what the network sees.
+
+Crops arrive already cut by `crop_face` at the model's input size; augmentation never re-crops, so training sees
+faces framed exactly as inference does. Normalisation is not done here: the model's config owns it (`to_tensor`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def training_augmentation(strength: float = 1.0) -> A.Compose:
+    """Flip; brightness/contrast or hue/saturation/value; ISO or Gaussian noise; downscale 0.7-0.9; JPEG 50-99.
+
+    `strength` scales every probability (0 disables augmentation), so a grid search can tune it.
+    """
+    p = float(np.clip(strength, 0.0, 1.0))
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5 * p),
+            A.OneOf([A.RandomBrightnessContrast(), A.HueSaturationValue()], p=0.5 * p),
+            A.OneOf([A.ISONoise(), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3 * p),
+            A.Downscale(scale_range=(0.7, 0.9), p=0.3 * p),
+            A.ImageCompression(quality_range=(50, 99), p=0.5 * p),
+        ]
+    )
+
+
+def to_tensor(crops: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(n, h, w, 3) uint8 RGB -> normalised float (n, 3, h, w), as the pipeline normalises at inference."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def preview_grid(
+    crops: list[np.ndarray], out_path: str | Path, augment: A.Compose, columns: int = 6, seed: int = 0
+) -> Path:
+    """Each row: an original crop followed by `columns - 1` augmented versions of it, saved as one PNG."""
+    augment.set_random_seed(seed)
+    rows = []
+    for crop in crops:
+        row = [crop] + [augment(image=crop)["image"] for _ in range(columns - 1)]
+        rows.append(np.concatenate(row, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out_path)
+    return out_path

@@ -1,0 +1,1 @@
+"""Training, tuning and experiment tracking (MLRun)."""

@@ -1,0 +1,64 @@
+"""One validated config per training run, loadable from YAML and overridable from flags, saved with every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run. Unknown keys are errors, so a typo cannot silently do nothing."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    data: list[str] = Field(description="prepared face folders (output of `aletheia prepare`)")
+    output: str = Field(description="run folder: checkpoints, history, config")
+    model: str = "EfficientNetAutoAttLite0"
+    init_checkpoint: str | None = Field(
+        None, description="start from these weights (e.g. an ISPL checkpoint)"
+    )
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    augment_strength: float = Field(1.0, ge=0, le=1)
+    balance: Literal["sampler", "none"] = "sampler"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    exclude_methods: list[str] = Field(
+        default_factory=list, description="methods left out of training entirely"
+    )
+    early_stopping: int = Field(
+        5, ge=1, description="epochs without validation-loss improvement before stopping"
+    )
+    plateau_patience: int = Field(2, ge=0)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="cap on training steps per epoch")
+    max_val_samples: int | None = Field(None, ge=1)
+    num_workers: int = Field(1, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads (default: what torch picks)")
+    seed: int = 0
+    resume: bool = True
+    device: str = "cpu"
+
+    @field_validator("data")
+    @classmethod
+    def _some_data(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one prepared data folder")
+        return value
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: object) -> TrainConfig:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+
+    def tag(self) -> str:
+        """A short run tag naming the hyper-parameters that matter (as ISPL's run tags)."""
+        return f"{self.model}_lr{self.lr:g}_bs{self.batch_size}_aug{self.augment_strength:g}_seed{self.seed}"

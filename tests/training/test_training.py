@@ -1,0 +1,162 @@
+"""Prepare, train, resume, tune and evaluate as real MLRun (local) runs on a tiny dataset the test generates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from aletheia.cli import main
+from aletheia.io import load_image
+from aletheia.training.tracking import list_records
+
+ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+
+
+def _write(path: Path, image: np.ndarray, quality: int = 92) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """real/ and fake/ folders of astronaut variants (fakes get a smoothed face: a crude blending artefact),
+    plus one corrupt file and one image without a face, which prepare must report and drop."""
+    root = tmp_path_factory.mktemp("tiny")
+    astronaut = load_image(ASTRONAUT)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        gain = rng.uniform(0.8, 1.2)
+        image = np.clip(astronaut.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        image = image[:, ::-1] if i % 2 else image
+        _write(root / "real" / f"person{i}.jpg", image)
+        fake = image.copy()
+        fake[80:180, 170:290] = cv2.GaussianBlur(fake[80:180, 170:290], (0, 0), 3)
+        _write(root / "fake" / "blur" / f"person{i}.jpg", fake)
+    (root / "real" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    _write(root / "real" / "wall.jpg", np.full((300, 300, 3), 120, dtype=np.uint8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset: Path, workspace: Path) -> Path:
+    out = workspace / "prepared"
+    code = main(["prepare", str(tiny_dataset), "--output", str(out), "--runs-root", str(workspace / "runs"),
+                 "--workers", "1", "--preview", str(workspace / "preview.png")])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_prepare_caches_faces_reports_bias_and_records_the_run(prepared: Path, workspace: Path) -> None:
+    faces = pd.read_csv(prepared / "faces.csv")
+    items = pd.read_csv(prepared / "items.csv", keep_default_na=False)
+    assert len(faces) == 20 and set(faces["label"]) == {"real", "fake"}
+    assert set(faces["method"]) == {"original", "blur"}
+    status = dict(zip(items["path"].map(lambda p: Path(p).name), items["status"], strict=True))
+    assert status["broken.jpg"] == "error" and status["wall.jpg"] == "no_face"
+    assert load_image(prepared / faces["crop"][0]).shape == (224, 224, 3)
+    for name in ["bias_report.md", "bias_class_balance.png", "bias_confounds.png", "bias_summary.csv"]:
+        assert (prepared / "bias" / name).is_file()
+    assert load_image(workspace / "preview.png").shape[1] == 224 * 6
+    (record,) = [r for r in list_records(workspace / "runs") if r.name == "prepare"]
+    assert (
+        record.state == "completed" and record.results["faces"] == 20 and record.results["items_error"] == 1
+    )
+    assert "class_balance" in record.artifacts and "bias_report" in record.artifacts
+
+
+def _train_args(prepared: Path, workspace: Path, out: str, *extra: str) -> list[str]:
+    return ["--data", str(prepared), "--output", str(workspace / out), "--runs-root", str(workspace / "runs"),
+            "--batch-size", "4", "--steps-per-epoch", "2", "--num-workers", "0", *extra]  # fmt: skip
+
+
+def test_train_one_epoch_then_resume(prepared: Path, workspace: Path) -> None:
+    assert main(["train", *_train_args(prepared, workspace, "run1", "--epochs", "1")]) == 0
+    run = workspace / "run1"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0] and history[0]["observed_batch_size"] == 4
+    assert (
+        (run / "best.pth").is_file()
+        and (run / "last.pth").is_file()
+        and (run / "learning_curves.png").is_file()
+    )
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 4
+    assert main(["train", *_train_args(prepared, workspace, "run1", "--epochs", "2")]) == 0
+    resumed = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in resumed] == [0, 1] and resumed[0] == history[0]
+    # The best checkpoint is a valid model for the detection pipeline.
+    from aletheia import DeepfakeDetectorPipeline
+
+    result = DeepfakeDetectorPipeline(model_checkpoint=run / "best.pth").predict(ASTRONAUT)
+    assert len(result.faces) == 1 and 0 < result.score < 1
+
+
+def test_tune_searches_a_grid_and_trains_the_winner(prepared: Path, workspace: Path, capsys) -> None:
+    code = main(["tune", *_train_args(prepared, workspace, "tune", "--epochs", "1"),
+                 "--param", "lr=1e-3,1e-5", "--param", "batch_size=2,4", "--steps-per-epoch", "1"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(next((workspace / "runs" / "artifacts").rglob("iteration_results.csv")))
+    assert len(table) == 4 and (table["state"] == "completed").all()
+    # Every axis took effect: each point trained with the batch size it was given.
+    assert (table["output.observed_batch_size"] == table["param.batch_size"]).all()
+    best = table.loc[table["output.val_loss"].idxmin()]
+    assert "best (min.val_loss)" in out
+    winner = yaml.safe_load((workspace / "tune" / "best" / "config.yaml").read_text())
+    assert (
+        winner["lr"] == pytest.approx(best["param.lr"]) and winner["batch_size"] == best["param.batch_size"]
+    )
+    names = [r.name for r in list_records(workspace / "runs")]
+    assert "tune" in names and "tune-winner" in names
+    assert main(["runs", "list", "--runs-root", str(workspace / "runs")]) == 0
+    assert "tune-winner" in capsys.readouterr().out
+
+
+def test_evaluate_writes_a_report(prepared: Path, workspace: Path) -> None:
+    run = workspace / "eval-run"
+    assert main(["train", *_train_args(prepared, workspace, "eval-run", "--epochs", "1")]) == 0
+    out = workspace / "evaluation"
+    assert (
+        main(["evaluate", "--model", str(run / "best.pth"), "--data", str(prepared), "--output", str(out)])
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 20
+    from aletheia.evaluation import binary_metrics
+
+    expected = binary_metrics(scores["label"].to_numpy(), scores["score"].to_numpy(), threshold=0.5)
+    assert metrics["overall"]["auc"] == pytest.approx(expected["auc"])
+    assert (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_ddp(prepared: Path, workspace: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) trains a few steps and rank 0 writes one checkpoint."""
+    config = {"data": [str(prepared)], "output": str(workspace / "ddp"), "epochs": 1, "batch_size": 2,
+              "steps_per_epoch": 2, "num_workers": 0, "threads": 1}  # fmt: skip
+    (workspace / "ddp.yaml").write_text(yaml.safe_dump(config))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m", "aletheia.training",
+                           "--config", str(workspace / "ddp.yaml")], capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((workspace / "ddp" / "history.json").read_text())
+    # Each of the 2 ranks took 2 steps of 2 images: 8 images in the epoch.
+    assert (
+        len(history) == 1 and history[0]["train_images"] == 8 and (workspace / "ddp" / "best.pth").is_file()
+    )
