@@ -20,7 +20,8 @@ STRATEGIES = ("grid", "random", "list")
 
 
 def remote() -> bool:
-    return bool(os.environ.get("MLRUN_DBPATH"))
+    # A local run sets MLRUN_DBPATH to "./" for its own use, so only a URL means a service.
+    return os.environ.get("MLRUN_DBPATH", "").startswith(("http://", "https://"))
 
 
 @dataclass
