@@ -214,18 +214,25 @@ def crop_face(
 ) -> np.ndarray:
     """Cut one face out as a size x size RGB crop. The one crop function for inference and training.
 
-    `scale`: the square of side max(w, h) centred on the margin box, resized to size (ISPL's training crop).
+    `scale`: the square of side max(w, h) around the margin box, resized to size (ISPL's training crop).
     `tight`: the margin box itself, longest side resized to size, centred on a black square.
-    Parts outside the image are black, so a face at the edge is not stretched.
+    Crops never reach outside the image (ISPL clips too): a `scale` square is shifted inside, and shrunk to the
+    image's shorter side if it is larger. Black padding would mark pre-cropped face datasets (whose margins run off
+    the picture) apart from faces found in whole photos, a difference a model could learn instead of the face.
     """
     if policy not in FACE_POLICIES:
         raise ValueError(f"unknown face policy {policy!r}; choose one of {FACE_POLICIES}")
+    height, width = image.shape[:2]
     x0, y0, x1, y1 = margin_box(box, margin)
     if policy == "scale":
-        side = max(x1 - x0, y1 - y0)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        x0, x1, y0, y1 = cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2
-    region = _cut_with_padding(image, round(x0), round(y0), round(x1), round(y1))
+        side = max(1, round(min(max(x1 - x0, y1 - y0), width, height)))
+        left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
+        top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
+        region = image[top : top + side, left : left + side]
+    else:
+        left, top = int(np.clip(round(x0), 0, width - 1)), int(np.clip(round(y0), 0, height - 1))
+        right, bottom = int(np.clip(round(x1), left + 1, width)), int(np.clip(round(y1), top + 1, height))
+        region = image[top:bottom, left:right]
     h, w = region.shape[:2]
     factor = size / max(h, w)
     new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
@@ -237,13 +244,3 @@ def crop_face(
     top, left = (size - new_h) // 2, (size - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas
-
-
-def _cut_with_padding(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    height, width = image.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    return out

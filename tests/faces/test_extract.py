@@ -46,11 +46,20 @@ def test_tight_policy_keeps_aspect_and_pads_black() -> None:
     assert crop[0].max() == 0 and crop[-1].max() == 0
 
 
-def test_face_at_the_edge_is_padded_not_stretched() -> None:
-    image = np.full((300, 300, 3), 255, dtype=np.uint8)
+def test_face_at_the_edge_is_shifted_inside_not_padded_or_stretched() -> None:
+    image = np.zeros((300, 300, 3), dtype=np.uint8)
+    image[:, :100] = 255  # a white band on the left, black elsewhere
     crop = crop_face(image, np.array([-50, 100, 50, 200]), "scale", 100, margin=0.0)
-    assert crop[:, :45].max() == 0  # left half lies outside the image: black
-    assert crop[:, 55:].min() == 255
+    # The 100 px square is moved inside the image, to x = 0..100: all of it is the white band.
+    assert crop.min() == 255
+
+
+def test_scale_square_larger_than_the_image_shrinks_to_fit() -> None:
+    """A pre-cropped face (margins run off the picture) becomes the whole picture, not a black-framed one."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, size=(200, 200, 3), dtype=np.uint8)
+    crop = crop_face(image, np.array([30, 40, 170, 190]), "scale", 224)
+    np.testing.assert_array_equal(crop, cv2.resize(image, (224, 224), interpolation=cv2.INTER_CUBIC))
 
 
 def test_unknown_policy_is_rejected() -> None:
