@@ -18,12 +18,15 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-def training_augmentation(strength: float = 1.0) -> A.Compose:
+def training_augmentation(strength: float = 1.0, equalise_quality: bool = False) -> A.Compose:
     """Flip; brightness/contrast or hue/saturation/value; ISO or Gaussian noise; downscale 0.7-0.9; JPEG 50-99.
 
     `strength` scales every probability (0 disables augmentation), so a grid search can tune it.
+    `equalise_quality` resamples (0.5-1.0) and JPEG re-encodes (60-95) every crop, real and fake alike, so sources
+    that differ in resolution or compression cannot be told apart by those alone.
     """
     p = float(np.clip(strength, 0.0, 1.0))
+    equalise = [A.Downscale(scale_range=(0.5, 1.0), p=0.8), A.ImageCompression(quality_range=(60, 95), p=1.0)]
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5 * p),
@@ -31,6 +34,7 @@ def training_augmentation(strength: float = 1.0) -> A.Compose:
             A.OneOf([A.ISONoise(), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3 * p),
             A.Downscale(scale_range=(0.7, 0.9), p=0.3 * p),
             A.ImageCompression(quality_range=(50, 99), p=0.5 * p),
+            *(equalise if equalise_quality else []),
         ]
     )
 

@@ -38,22 +38,62 @@ def epoch_indices(
     return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
 
 
-class FaceCropDataset(Dataset):
-    """Cached crops (RGB uint8, already model-sized) with labels 1 = fake; augmentation optional."""
+def mix_in_self_blended(
+    order: np.ndarray, labels: np.ndarray, fraction: float, epoch: int, seed: int
+) -> np.ndarray:
+    """Replace `fraction` of the fake draws by self-blended pseudo-fakes of random real faces.
 
-    def __init__(self, faces: pd.DataFrame, augment=None) -> None:
+    Index i < n is face i as it is; index n + j is a pseudo-fake made from real face j (see FaceCropDataset).
+    """
+    if fraction <= 0:
+        return order
+    rng = np.random.default_rng([seed, epoch, 1])
+    reals = np.flatnonzero(labels == 0)
+    order = order.copy()
+    swap = (labels[order] == 1) & (rng.random(len(order)) < fraction)
+    order[swap] = len(labels) + rng.choice(reals, size=int(swap.sum()))
+    return order
+
+
+class FaceCropDataset(Dataset):
+    """Cached crops (RGB uint8, already model-sized) with labels 1 = fake; augmentation optional.
+
+    Indices past the end give self-blended pseudo-fakes (label 1) of the real face at `index - len(self)`.
+    """
+
+    def __init__(self, faces: pd.DataFrame, augment=None, seed: int = 0) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
         self.augment = augment
+        self.faces = faces.reset_index(drop=True)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _read(self, index: int) -> np.ndarray:
         image = cv2.imread(self.paths[index], cv2.IMREAD_COLOR)
         if image is None:
             raise OSError(f"cannot read cached crop {self.paths[index]}: re-run `aletheia prepare`")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def _self_blended(self, index: int, draw: int) -> np.ndarray:
+        from aletheia.data.self_blend import self_blend
+        from aletheia.faces.extract import box_in_crop
+
+        row = self.faces.iloc[index]
+        box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]], dtype=np.float64)
+        face_box = box_in_crop(
+            int(row["height"]), int(row["width"]), box, row["face_policy"], int(row["crop_size"])
+        )
+        rng = np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32])
+        return self_blend(self._read(index), face_box, rng)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if index >= len(self):
+            image, label = self._self_blended(index - len(self), index), 1
+        else:
+            image, label = self._read(index), int(self.labels[index])
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[index])
+        return torch.from_numpy(np.ascontiguousarray(image)), label

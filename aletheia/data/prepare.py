@@ -212,4 +212,7 @@ def load_faces(output: str | Path) -> pd.DataFrame:
     output = Path(output)
     faces = pd.read_csv(output / "faces.csv", keep_default_na=False)
     faces["crop"] = [str(output / c) for c in faces["crop"]]
+    settings = json.loads((output / "prepare_config.json").read_text())
+    # How the crops were cut, so a face's box can be found inside its crop (self-blending needs it).
+    faces["face_policy"], faces["crop_size"] = settings["face_policy"], settings["size"]
     return faces

@@ -205,6 +205,44 @@ def margin_box(box: np.ndarray, margin: float = 0.2) -> np.ndarray:
     return np.array([x0 - dx, y0 - 2 * dy, x1 + dx, y1 + dy], dtype=np.float32)
 
 
+def crop_region(
+    height: int, width: int, box: np.ndarray, policy: FacePolicy = "scale", margin: float = 0.2
+) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) pixels of the image that `crop_face` cuts out for this face box."""
+    if policy not in FACE_POLICIES:
+        raise ValueError(f"unknown face policy {policy!r}; choose one of {FACE_POLICIES}")
+    x0, y0, x1, y1 = margin_box(box, margin)
+    if policy == "scale":
+        side = max(1, round(min(max(x1 - x0, y1 - y0), width, height)))
+        left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
+        top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
+        return left, top, left + side, top + side
+    left, top = int(np.clip(round(x0), 0, width - 1)), int(np.clip(round(y0), 0, height - 1))
+    return left, top, int(np.clip(round(x1), left + 1, width)), int(np.clip(round(y1), top + 1, height))
+
+
+def box_in_crop(
+    height: int,
+    width: int,
+    box: np.ndarray,
+    policy: FacePolicy = "scale",
+    size: int = 224,
+    margin: float = 0.2,
+) -> np.ndarray:
+    """Where the face box lies inside the crop `crop_face` makes (crop pixels), e.g. to place a blending mask."""
+    left, top, right, bottom = crop_region(height, width, box, policy, margin)
+    factor = size / max(right - left, bottom - top)
+    pad_x = (size - round((right - left) * factor)) // 2
+    pad_y = (size - round((bottom - top) * factor)) // 2
+    x0, y0, x1, y1 = (np.asarray(box, dtype=np.float64) - [left, top, left, top]) * factor + [
+        pad_x,
+        pad_y,
+        pad_x,
+        pad_y,
+    ]
+    return np.array([x0, y0, x1, y1], dtype=np.float32)
+
+
 def crop_face(
     image: np.ndarray,
     box: np.ndarray,
@@ -220,19 +258,8 @@ def crop_face(
     image's shorter side if it is larger. Black padding would mark pre-cropped face datasets (whose margins run off
     the picture) apart from faces found in whole photos, a difference a model could learn instead of the face.
     """
-    if policy not in FACE_POLICIES:
-        raise ValueError(f"unknown face policy {policy!r}; choose one of {FACE_POLICIES}")
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = margin_box(box, margin)
-    if policy == "scale":
-        side = max(1, round(min(max(x1 - x0, y1 - y0), width, height)))
-        left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
-        top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
-        region = image[top : top + side, left : left + side]
-    else:
-        left, top = int(np.clip(round(x0), 0, width - 1)), int(np.clip(round(y0), 0, height - 1))
-        right, bottom = int(np.clip(round(x1), left + 1, width)), int(np.clip(round(y1), top + 1, height))
-        region = image[top:bottom, left:right]
+    left, top, right, bottom = crop_region(image.shape[0], image.shape[1], box, policy, margin)
+    region = image[top:bottom, left:right]
     h, w = region.shape[:2]
     factor = size / max(h, w)
     new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))

@@ -25,6 +25,14 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     augment_strength: float = Field(1.0, ge=0, le=1)
+    equalise_quality: bool = Field(
+        False,
+        description="re-encode (JPEG 60-95) and resample every training crop, so file quality and resolution "
+        "cannot tell the classes apart",
+    )
+    self_blend: float = Field(
+        0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
+    )
     balance: Literal["sampler", "none"] = "sampler"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     exclude_methods: list[str] = Field(

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from aletheia.data.augment import to_tensor, training_augmentation
-from aletheia.data.dataset import FaceCropDataset, epoch_indices, split_by_group
+from aletheia.data.dataset import FaceCropDataset, epoch_indices, mix_in_self_blended, split_by_group
 from aletheia.data.prepare import load_faces
 from aletheia.evaluation import binary_metrics
 from aletheia.models.checkpoints import load_checkpoint, load_state_dict_file
@@ -113,7 +113,9 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             output / "split.csv", index=False
         )
         val_faces.to_csv(output / "val_faces.csv", index=False)
-    train_set = FaceCropDataset(train_faces, training_augmentation(config.augment_strength))
+    train_set = FaceCropDataset(
+        train_faces, training_augmentation(config.augment_strength, config.equalise_quality), config.seed
+    )
     val_loader = DataLoader(
         FaceCropDataset(val_faces), batch_size=config.batch_size, num_workers=config.num_workers
     )
@@ -148,7 +150,10 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             break
         started = time.perf_counter()
         length = len(train_set) if steps is None else min(len(train_set), steps * config.batch_size * world)
-        order = epoch_indices(train_set.labels, config.balance, epoch, config.seed, length)[rank::world]
+        order = epoch_indices(train_set.labels, config.balance, epoch, config.seed, length)
+        order = mix_in_self_blended(order, train_set.labels, config.self_blend, epoch, config.seed)[
+            rank::world
+        ]
         loader = DataLoader(
             Subset(train_set, order.tolist()),
             batch_size=config.batch_size,

@@ -131,3 +131,16 @@ def test_small_faces_in_a_large_photo_are_found_and_mapped_back(
     assert len(found) == len(expected), [f.box.round() for f in found]
     for box in expected:
         assert max(_iou(box, f.box) for f in found) > 0.6, box
+
+
+@pytest.mark.parametrize("policy", ["scale", "tight"])
+def test_box_in_crop_locates_the_face_inside_the_crop(policy: str) -> None:
+    from aletheia.faces.extract import box_in_crop
+
+    image = np.zeros((400, 600, 3), dtype=np.uint8)
+    box = np.array([250, 150, 330, 250])
+    image[150:250, 250:330] = 255  # the face box is white
+    crop = crop_face(image, box, policy, 224)
+    x0, y0, x1, y1 = box_in_crop(400, 600, box, policy, 224).round().astype(int)
+    assert crop[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].min() > 240
+    assert crop[: max(0, y0 - 3)].max() < 15 and crop[y1 + 3 :].max() < 15

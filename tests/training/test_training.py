@@ -85,7 +85,17 @@ def _train_args(prepared: Path, workspace: Path, out: str, *extra: str) -> list[
 
 
 def test_train_one_epoch_then_resume(prepared: Path, workspace: Path) -> None:
-    assert main(["train", *_train_args(prepared, workspace, "run1", "--epochs", "1")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *_train_args(
+                    prepared, workspace, "run1", "--epochs", "1", "--self-blend", "0.5", "--equalise-quality"
+                ),
+            ]
+        )
+        == 0
+    )
     run = workspace / "run1"
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0] and history[0]["observed_batch_size"] == 4

@@ -1,0 +1,43 @@
+"""Self-blended pseudo-fakes change the face and only the face; the sampler mixes them in as fakes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aletheia.data.dataset import mix_in_self_blended
+from aletheia.data.self_blend import blend_mask, self_blend
+
+
+def _textured_crop(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(30, 220, size=(224, 224, 3), dtype=np.uint8)
+
+
+def test_blend_changes_the_face_region_only() -> None:
+    crop, box = _textured_crop(), np.array([62.0, 50.0, 162.0, 170.0])
+    rng = np.random.default_rng(3)
+    fake = self_blend(crop, box, rng)
+    changed = np.abs(fake.astype(int) - crop).sum(axis=2) > 0
+    inside = np.zeros_like(changed)
+    inside[30:195, 40:185] = True  # the face box with room for the mask's random growth and feathering
+    assert changed[inside].mean() > 0.3  # the face was blended with its altered copy
+    assert not changed[~inside].any()  # the background is untouched
+
+
+def test_mask_is_soft_and_follows_the_box() -> None:
+    mask = blend_mask((224, 224), np.array([100.0, 100.0, 180.0, 200.0]), np.random.default_rng(0))
+    assert mask.max() > 0.99 and mask[:60].max() == 0.0 and mask[:, :70].max() == 0.0
+    assert ((mask > 0.05) & (mask < 0.95)).any()  # feathered, not a hard edge
+    ys, xs = np.nonzero(mask > 0.5)
+    assert 120 < xs.mean() < 160 and 130 < ys.mean() < 175
+
+
+def test_mixing_replaces_only_fake_draws_with_real_sources() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    order = np.tile(np.arange(6), 200)
+    mixed = mix_in_self_blended(order, labels, 0.5, epoch=0, seed=0)
+    replaced = mixed >= len(labels)
+    assert not replaced[labels[order] == 0].any()  # real draws stay real
+    assert 0.4 < replaced[labels[order] == 1].mean() < 0.6
+    assert set(mixed[replaced] - len(labels)) <= {0, 1, 2}  # made from real faces
+    assert (mix_in_self_blended(order, labels, 0.0, 0, 0) == order).all()
