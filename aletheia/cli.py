@@ -126,10 +126,10 @@ def _make_pipeline(args: argparse.Namespace):
     import torch
 
     from aletheia.models.checkpoints import CheckpointError
-    from aletheia.models.loader import is_checkpoint_path
+    from aletheia.models.loader import DEFAULT_MODEL, is_checkpoint_path
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    if args.model is None:
+    if args.model is None and not DEFAULT_MODEL.is_file():
         raise UsageError(NO_MODEL_HELP)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
@@ -137,7 +137,9 @@ def _make_pipeline(args: argparse.Namespace):
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if is_checkpoint_path(args.model):
+    if args.model is None:
+        name, checkpoint = None, None  # the bundled default model
+    elif is_checkpoint_path(args.model):
         name, checkpoint = args.arch, args.model
     else:
         name, checkpoint = args.model, None

@@ -87,6 +87,17 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     _runs_root(p)
     p.set_defaults(handler=handler_for(_run_evaluate))
 
+    p = sub.add_parser(
+        "calibrate", help="fit temperature and threshold on a run's validation split, store them"
+    )
+    p.add_argument("--model", required=True, help="checkpoint to calibrate (e.g. RUN/best.pth)")
+    p.add_argument("--run-dir", required=True, help="its training run folder (fixes the validation split)")
+    p.add_argument("--output", "-o", required=True, help="the calibrated checkpoint to write")
+    p.add_argument(
+        "--target-fpr", type=float, default=0.05, help="share of real faces flagged at the threshold"
+    )
+    p.set_defaults(handler=handler_for(_run_calibrate))
+
     p = sub.add_parser("runs", help="list or show recorded runs")
     rsub = p.add_subparsers(dest="runs_command", required=True)
     lst = rsub.add_parser("list")
@@ -197,6 +208,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     record = run_handler("evaluate", params, args.runs_root)
     print(json.dumps({"run": record.uid, **record.results}, indent=1, default=str))
     print(f"report: {Path(args.output) / 'report.md'}")
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from aletheia.training.calibrate import calibrate
+
+    summary = calibrate(args.model, args.run_dir, args.output, args.target_fpr)
+    print(json.dumps(summary, indent=1, default=str))
     return 0
 
 

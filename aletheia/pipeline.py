@@ -108,7 +108,7 @@ class DeepfakeDetectorPipeline:
         return _sigmoid(self.logits(crops))
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
-        """Raw classifier logits for face crops (evaluation and calibration work on these)."""
+        """Classifier logits for face crops, divided by the model's calibration temperature."""
         return self._logits(crops)[0]
 
     # -- the steps ----------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class DeepfakeDetectorPipeline:
                     maps.append(batch_maps[:, 0].float().cpu().numpy())
                 else:
                     batch_logits = self.classifier(batch)
-                logits.append(batch_logits.flatten().float().cpu().numpy())
+                logits.append(batch_logits.flatten().float().cpu().numpy() / self.config.temperature)
         attention = np.concatenate(maps) if maps else None
         return np.concatenate(logits), attention
 

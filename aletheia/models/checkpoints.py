@@ -85,6 +85,15 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
 
     Uses ``weights_only=True``: a checkpoint cannot run code when loaded. Wrapper prefixes are stripped.
     """
+    return read_checkpoint(path)[0]
+
+
+# Settings a checkpoint may carry beside its weights; they override the registry's defaults for that model.
+METADATA_KEYS = ("architecture", "threshold", "temperature", "model_card")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[StateDict, dict]:
+    """(state dict, metadata): the metadata holds the METADATA_KEYS a trainer checkpoint carries (else empty)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -93,7 +102,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
     # Pickle errors, truncated zips, globals refused by weights_only: all mean "not a usable checkpoint".
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    return _extract_state_dict(obj, source=str(path))
+    metadata = {k: obj[k] for k in METADATA_KEYS if isinstance(obj, dict) and k in obj}
+    return _extract_state_dict(obj, source=str(path)), metadata
 
 
 def _extract_state_dict(obj: object, source: str) -> StateDict:

@@ -6,6 +6,7 @@ so detection never reaches the network on its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,10 +19,13 @@ from aletheia.models.checkpoints import (
     infer_architecture,
     load_state_dict_file,
     model_from_state_dict,
+    read_checkpoint,
 )
 from aletheia.models.registry import ModelConfig, get_config, list_models
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# The model trained by Aletheia's own pipeline, used when no model is named (see its MODEL_CARD.md).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "aletheia-lite0.pth"
 
 
 def is_checkpoint_path(spec: str) -> bool:
@@ -41,12 +45,19 @@ def load_classifier(
     used. A published-weights name alone: the cached download. A bare architecture name is refused: its weights
     would be random.
     """
+    metadata: dict = {}
+    if model_checkpoint is None and model_name is None and DEFAULT_MODEL.is_file():
+        model_checkpoint = DEFAULT_MODEL
     if model_checkpoint is not None:
         path = Path(model_checkpoint).expanduser()
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
-        state = load_state_dict_file(path)
-        name = get_config(model_name).name if model_name else infer_architecture(state)
+        state, metadata = read_checkpoint(path)
+        name = (
+            get_config(model_name).name
+            if model_name
+            else metadata.get("architecture") or infer_architecture(state)
+        )
         model, label = model_from_state_dict(name, state, source=str(path)), path.name
     elif model_name in PUBLISHED_WEIGHTS:
         path = cached_weights_path(model_name)
@@ -67,4 +78,8 @@ def load_classifier(
             "no model given: pass a checkpoint file or a published weights name "
             f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
         )
-    return model.to(device), get_config(name), label
+    config = get_config(name)
+    # A calibrated checkpoint carries its own decision threshold and temperature (see `aletheia calibrate`).
+    config = replace(config, threshold=float(metadata.get("threshold", config.threshold)),
+                     temperature=float(metadata.get("temperature", config.temperature)))  # fmt: skip
+    return model.to(device), config, label

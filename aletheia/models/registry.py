@@ -42,6 +42,7 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     threshold: float = 0.5
+    temperature: float = 1.0  # logits are divided by this before the sigmoid (calibration)
     has_attention: bool = False
     description: str = ""
 

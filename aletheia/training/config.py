@@ -38,6 +38,12 @@ class TrainConfig(BaseModel):
     exclude_methods: list[str] = Field(
         default_factory=list, description="methods left out of training entirely"
     )
+    exclude_sources: list[str] = Field(
+        default_factory=list, description="sources left out of training and validation"
+    )
+    kinds: list[Literal["image", "video"]] = Field(
+        ["image", "video"], description="use faces from these inputs"
+    )
     early_stopping: int = Field(
         5, ge=1, description="epochs without validation-loss improvement before stopping"
     )

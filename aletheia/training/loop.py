@@ -53,6 +53,7 @@ def load_training_faces(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame
     """Train and validation faces from the prepared folders; excluded methods leave training but stay in validation
     (so a leave-one-method-out run is evaluated on the method it never saw)."""
     faces = pd.concat([load_faces(d) for d in config.data], ignore_index=True)
+    faces = faces[faces["kind"].isin(config.kinds) & ~faces["source"].isin(config.exclude_sources)]
     train, val = split_by_group(faces, config.val_fraction, config.seed)
     if config.exclude_methods:
         train = train[~train["method"].isin(config.exclude_methods)].reset_index(drop=True)

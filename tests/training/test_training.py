@@ -170,3 +170,30 @@ def test_two_process_ddp(prepared: Path, workspace: Path) -> None:
     assert (
         len(history) == 1 and history[0]["train_images"] == 8 and (workspace / "ddp" / "best.pth").is_file()
     )
+
+
+def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
+    prepared: Path, workspace: Path
+) -> None:
+    run = workspace / "calib-run"
+    assert main(["train", *_train_args(prepared, workspace, "calib-run", "--epochs", "1")]) == 0
+    out = workspace / "calibrated.pth"
+    assert main(["calibrate", "--model", str(run / "best.pth"), "--run-dir", str(run), "--output", str(out),
+                 "--target-fpr", "0.0"]) == 0  # fmt: skip
+    import torch
+
+    from aletheia import DeepfakeDetectorPipeline
+
+    saved = torch.load(out, weights_only=True)
+    assert saved["temperature"] > 0 and saved["architecture"] == "EfficientNetAutoAttLite0"
+    calibrated = DeepfakeDetectorPipeline(model_checkpoint=out)
+    raw = DeepfakeDetectorPipeline(model_checkpoint=run / "best.pth")
+    assert calibrated.threshold == pytest.approx(saved["threshold"]) and raw.threshold == 0.5
+    face = load_image(ASTRONAUT)
+    # The calibrated logit is the raw one divided by the temperature.
+    raw_logit = raw.logits(raw.predict(face).faces[0].crop[None])[0]
+    cal_logit = calibrated.logits(calibrated.predict(face).faces[0].crop[None])[0]
+    assert cal_logit == pytest.approx(raw_logit / saved["temperature"], rel=1e-4, abs=1e-5)
+    # With a 0% target, no validation real face may be flagged at the stored threshold.
+    val = pd.read_csv(run / "val_faces.csv")
+    assert saved["calibration"]["at_threshold"]["fpr"] in (0.0, None) or len(val[val["label"] == "real"]) == 0

@@ -1,0 +1,230 @@
+"""REST API under /api/v1: detect, health, models. Every error is JSON `{"detail": message}`; bad input is 4xx, never 500.
+
+`POST /detect` answers with the same JSON object as one line of `aletheia detect` (`ImageResult.to_json`), the
+upload's filename standing in for the path.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import aletheia
+from aletheia.io import MAX_IMAGE_PIXELS, InputError
+from aletheia.serving.service import DetectionService, UnknownServedModelError, upload_name
+
+API_PREFIX = "/api/v1"
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+# Multipart framing and the small form fields ride on top of the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+log = logging.getLogger("aletheia.serving")
+
+
+# -- response shapes, for the OpenAPI docs (responses are ImageResult.to_json() itself, never re-serialised) ----
+
+
+class Face(BaseModel):
+    box: list[float]
+    detection_score: float
+    score: float
+    keypoints: list[list[float]]
+
+
+class DetectResult(BaseModel):
+    path: str
+    kind: Literal["image"]
+    score: float | None
+    label: Literal["fake", "real", "no_face", "error"]
+    threshold: float
+    model: str
+    faces: list[Face]
+    error: str | None
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    architecture: str
+    threshold: float
+    input_size: int
+    has_attention: bool
+    description: str
+    default: bool
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    default_model: str
+    models: list[str]
+
+
+# -- the upload size limit ---------------------------------------------------------------------------------------
+
+
+def too_large_message(max_upload_bytes: int) -> str:
+    return f"the upload is larger than this server's limit of {max_upload_bytes / 2**20:.1f} MiB"
+
+
+class UploadLimitMiddleware:
+    """Stops reading a request body under `path_prefix` once it passes the limit, and answers 413.
+
+    A declared Content-Length over the limit is refused before any byte is read; a chunked body is counted as it
+    arrives, so an oversized upload is never buffered or spooled to disk in full.
+    """
+
+    def __init__(self, app: ASGIApp, *, path_prefix: str, max_upload_bytes: int) -> None:
+        self.app = app
+        self.path_prefix = path_prefix
+        self.max_upload_bytes = max_upload_bytes
+        self.max_body_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.path_prefix):
+            await self.app(scope, receive, send)
+            return
+        message = too_large_message(self.max_upload_bytes)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI re-raises HTTPExceptions from body parsing, so this becomes the JSON 413.
+                    raise HTTPException(status_code=413, detail=message)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+# -- mapping bad files to status codes -------------------------------------------------------------------------------
+
+
+def probe_upload(data: bytes, name: str) -> tuple[int, str] | None:
+    """(status, message) for an upload refused from its header alone: 415 unknown format, 413 too many pixels.
+
+    Anything else (empty, truncated, corrupt) is left to `load_image`, whose InputError becomes a 422.
+    """
+    if not data:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except UnidentifiedImageError:
+        return 415, f"{name}: not a recognised image format (send a photo: JPEG, PNG, WebP, BMP, TIFF or GIF)"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return 413, f"{name}: the image has too many pixels to decode safely"
+    except Exception:  # noqa: BLE001 - a header PIL cannot parse is load_image's to report, as a 422
+        return None
+    if width * height > MAX_IMAGE_PIXELS:
+        return 413, f"{name}: image is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}"
+    return None
+
+
+# -- routes ---------------------------------------------------------------------------------------------------------
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorDetail, "description": "The upload or its pixel count is over the limit"},
+    415: {"model": ErrorDetail, "description": "The file is not an image format this server reads"},
+    422: {"model": ErrorDetail, "description": "Corrupt, truncated or empty image, or a bad parameter"},
+}
+
+
+def build_api_router(service: DetectionService, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> APIRouter:
+    router = APIRouter(prefix=API_PREFIX, tags=["detection"])
+
+    @router.get("/health", response_model=Health)
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": aletheia.__version__,
+            "default_model": service.default_model,
+            "models": service.model_names,
+        }
+
+    @router.get("/models", response_model=ModelList)
+    def models() -> dict[str, Any]:
+        return {"default": service.default_model, "models": service.describe_models()}
+
+    @router.post(
+        "/detect",
+        responses={200: {"model": DetectResult, "description": "One result, as a line of `aletheia detect`"}, **_ERRORS},
+    )
+    async def detect(
+        file: Annotated[UploadFile, File(description="the photo")],
+        threshold: Annotated[
+            float | None,
+            Form(ge=0.0, le=1.0, description="fake probability at or above which a face is called fake; "
+                 "default: the model's"),
+        ] = None,
+        model: Annotated[str | None, Form(description="a name from GET /api/v1/models; default: the first")] = None,
+        assume_face: Annotated[
+            bool, Form(description="skip face detection and score the whole image as one face crop")
+        ] = False,
+    ) -> JSONResponse:
+        """Score every face in one uploaded photo."""
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, too_large_message(max_upload_bytes))
+        name = upload_name(file.filename)
+        if refused := probe_upload(data, name):
+            raise HTTPException(*refused)
+        try:
+            detection = await run_in_threadpool(
+                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face
+            )
+        except (InputError, UnknownServedModelError) as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return JSONResponse(detection.result.to_json())
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Plain `{"detail": message}` for every error, and no stack trace ever reaches a client."""
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+            parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error; the server log has the details"}, status_code=500)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,64 @@
+"""Pixels for the web app: the photo with each face boxed and scored, and attention maps blended onto face crops.
+
+Pure functions of arrays and results, so they are tested without a server.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from aletheia.results import ImageResult
+
+FAKE_COLOUR = (214, 39, 40)
+REAL_COLOUR = (44, 160, 44)
+# Large enough for a photo on a screen, small enough that encoding and sending it stays quick.
+DISPLAY_MAX_SIDE = 1600
+
+
+def face_label(score: float, threshold: float) -> str:
+    return "fake" if score >= threshold else "real"
+
+
+def draw_faces(image: np.ndarray, result: ImageResult, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """A copy of the RGB image, shrunk to `max_side`, with each face boxed and labelled "#n 0.123 fake".
+
+    Colours follow the call at the result's threshold: red for fake, green for real.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    canvas = Image.fromarray(image)
+    if scale < 1.0:
+        canvas = canvas.resize((round(width * scale), round(height * scale)), Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(canvas)
+    line = max(2, round(max(canvas.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 30)))
+    for number, face in enumerate(result.faces, start=1):
+        colour = FAKE_COLOUR if face.score >= result.threshold else REAL_COLOUR
+        x0, y0, x1, y1 = (float(v) * scale for v in face.box)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        text = f"#{number} {face.score:.3f} {face_label(face.score, result.threshold)}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = line
+        text_w, text_h = right - left + 2 * pad, bottom - top + 2 * pad
+        # Above the box when there is room, else just inside its top edge.
+        ty = y0 - text_h if y0 - text_h >= 0 else y0
+        tx = min(max(0.0, x0), max(0.0, canvas.size[0] - text_w))
+        draw.rectangle((tx, ty, tx + text_w, ty + text_h), fill=colour)
+        draw.text((tx + pad - left, ty + pad - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def attention_overlay(crop: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The attention map (h x w, 0..1) resized onto the RGB crop, coloured with a perceptual map and blended.
+
+    The map is shown on its absolute 0..1 scale, not stretched to its own range: stretching would turn a nearly
+    flat map into a confident-looking pattern.
+    """
+    size = (crop.shape[1], crop.shape[0])
+    values = cv2.resize(np.asarray(attention, dtype=np.float32), size, interpolation=cv2.INTER_LINEAR)
+    levels = np.clip(values * 255.0, 0, 255).astype(np.uint8)
+    colours = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    blended = (1.0 - alpha) * crop.astype(np.float32) + alpha * colours.astype(np.float32)
+    return np.clip(blended.round(), 0, 255).astype(np.uint8)
