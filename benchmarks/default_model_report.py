@@ -1,0 +1,130 @@
+"""Held-out figures for a trained model: by source and method, shortcut checks, real-photo false positives, speed.
+
+    .venv/bin/python benchmarks/default_model_report.py --model CKPT --run-dir RUN [--lomo-model CKPT
+        --lomo-run-dir RUN] --photos ../shared/data/photos --output DIR
+
+Everything is measured on faces the model did not train on: the run's validation split (split by group), the
+methods a leave-one-method-out run never saw, and whole real photos that no training run uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aletheia.evaluation import binary_metrics, evaluation_report
+from aletheia.training.config import TrainConfig
+from aletheia.training.evaluate import score_faces
+from aletheia.training.loop import load_training_faces
+
+
+def _scored(model: str, faces: pd.DataFrame) -> pd.DataFrame:
+    logits = score_faces(model, faces)
+    return faces.assign(label=(faces["label"] == "fake").astype(int), logit=logits, score=1 / (1 + np.exp(-logits)))
+
+
+def _auc(positive: pd.DataFrame, negative: pd.DataFrame) -> float | None:
+    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    return binary_metrics(labels, np.r_[positive["score"], negative["score"]])["auc"]
+
+
+def validation_figures(model: str, run_dir: str, out: Path, threshold: float) -> dict:
+    config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
+    val = _scored(model, load_training_faces(config)[1])
+    report = evaluation_report(val.drop(columns=["crop"]), out, threshold=threshold, title=f"Validation of {Path(model).name}")
+    reals = val[val["label"] == 0]
+    ffpp_real = reals[reals["method"].str.startswith("FF++")]
+    other_real = reals[~reals["method"].str.startswith("FF++")]
+    ffpp_fake = val[(val["label"] == 1) & val["method"].str.startswith("FF++")]
+    report["shortcuts"] = {
+        # Like for like: FF++ fakes against FF++ reals only (same source, same processing).
+        "ffpp_fake_vs_ffpp_real_auc": _auc(ffpp_fake, ffpp_real),
+        # Two real sources: near 0.5 means the model does not tell datasets apart.
+        "utkface_real_vs_ffpp_real_auc": _auc(other_real, ffpp_real),
+        "mean_score_by_real_method": reals.groupby("method")["score"].mean().round(4).to_dict(),
+    }
+    return report
+
+
+def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
+    """The methods a leave-one-method-out run never trained on: all their faces against the validation reals."""
+    config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
+    val = load_training_faces(config)[1]
+    from aletheia.data.prepare import load_faces
+
+    every = pd.concat([load_faces(d) for d in config.data], ignore_index=True)
+    unseen = every[every["method"].isin(config.exclude_methods)]
+    scored = _scored(model, pd.concat([val[val["label"] == "real"], unseen], ignore_index=True))
+    results = {}
+    for method in config.exclude_methods:
+        part = scored[(scored["method"] == method) | (scored["label"] == 0)]
+        results[method] = binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
+    # The same model on the methods it did see, from its own validation split.
+    val_scored = _scored(model, val)
+    for method in sorted(set(val_scored.loc[val_scored["label"] == 1, "method"]) - set(config.exclude_methods)):
+        part = val_scored[(val_scored["method"] == method) | (val_scored["label"] == 0)]
+        results[f"(seen) {method}"] = binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
+    return results
+
+
+def photo_false_positives(model: str, photos: Path) -> dict:
+    from aletheia.io import iter_input_files
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=model)
+    results = list(pipeline.predict_many(iter_input_files([photos])))
+    scored = [r for r in results if r.faces]
+    flagged = [r.path for r in scored if r.label == "fake"]
+    return {"photos": len(results), "with_faces": len(scored), "flagged_fake": len(flagged),
+            "flagged_share": len(flagged) / max(1, len(scored)), "flagged": flagged,
+            "threshold": pipeline.threshold}  # fmt: skip
+
+
+def classifier_speed(model: str, batch: int = 32, repeats: int = 5) -> dict:
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=model, batch_size=batch)
+    crops = np.random.default_rng(0).integers(0, 255, size=(batch, 224, 224, 3), dtype=np.uint8)
+    pipeline.logits(crops)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline.logits(crops)
+        times.append((time.perf_counter() - start) * 1000 / batch)
+    return {"backend": pipeline.backend, "batch": batch, "ms_per_face": round(float(np.median(times)), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--lomo-model")
+    parser.add_argument("--lomo-run-dir")
+    parser.add_argument("--photos", type=Path)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    import torch
+
+    threshold = float(torch.load(args.model, weights_only=True).get("threshold", 0.5))
+    summary: dict = {"model": args.model, "threshold": threshold}
+    validation = validation_figures(args.model, args.run_dir, args.output / "validation", threshold)
+    summary["validation"] = {"overall": validation["overall"], "per_method": validation["per_method"],
+                             "per_source": validation["per_source"], "shortcuts": validation["shortcuts"]}  # fmt: skip
+    if args.lomo_model:
+        summary["leave_one_method_out"] = left_out_method(args.lomo_model, args.lomo_run_dir, threshold)
+    if args.photos:
+        summary["real_photos"] = photo_false_positives(args.model, args.photos)
+    summary["speed"] = classifier_speed(args.model)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(json.dumps({k: v for k, v in summary.items() if k != "validation"}, indent=1, default=str))
+    print(json.dumps(summary["validation"]["shortcuts"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
