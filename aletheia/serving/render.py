@@ -21,16 +21,24 @@ def face_label(score: float, threshold: float) -> str:
     return "fake" if score >= threshold else "real"
 
 
+def shrink_for_display(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """The image scaled down so its longer side is at most `max_side` (returned as is when already small)."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
 def draw_faces(image: np.ndarray, result: ImageResult, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
     """A copy of the RGB image, shrunk to `max_side`, with each face boxed and labelled "#n 0.123 fake".
 
+    `image` may already be a shrunk copy of the analysed photo: boxes are scaled from the result's own width.
     Colours follow the call at the result's threshold: red for fake, green for real.
     """
-    height, width = image.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    canvas = Image.fromarray(image)
-    if scale < 1.0:
-        canvas = canvas.resize((round(width * scale), round(height * scale)), Image.Resampling.LANCZOS)
+    canvas = Image.fromarray(shrink_for_display(image, max_side))
+    scale = canvas.size[0] / (result.width or image.shape[1])
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(max(canvas.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 30)))

@@ -45,7 +45,8 @@ def build_app(
 ) -> FastAPI:
     """The FastAPI app with the REST API and the Gradio app mounted on it.
 
-    `pipelines`: name -> loaded pipeline (the first is the default), or model specs to load (see load_pipelines).
+    `pipelines`: name -> loaded pipeline (the first is the default), or model specs to load (see load_pipelines;
+    an empty list means the bundled default model).
     `examples`: photos offered in the web app (default: the repository's examples/ folder, when present).
     """
     # Set before gradio is imported: a detector's server should not report usage to anyone.
@@ -101,14 +102,19 @@ def serve(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     log_level: str = "info",
 ) -> None:
-    """Load the models once and serve until interrupted. Loader errors propagate with their messages."""
+    """Load the models once (none named: the bundled default) and serve until interrupted.
+
+    Loader errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
+    """
     import uvicorn
 
     if not isinstance(models, Mapping):
         models = load_pipelines(list(models), arch=arch, device=device)
     app = build_app(models, max_upload_bytes=max_upload_bytes)
     shown = "localhost" if host in ("0.0.0.0", "::") else host
-    print(f"Aletheia: web app at http://{shown}:{port}/  REST API docs at http://{shown}:{port}{API_PREFIX}/docs")
+    print(
+        f"Aletheia: web app at http://{shown}:{port}/  REST API docs at http://{shown}:{port}{API_PREFIX}/docs"
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
@@ -118,7 +124,9 @@ class BackgroundServer:
     `port=0` takes a free ephemeral port; the socket is bound before the thread starts, so the URL is right at once.
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
         import uvicorn
 
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)

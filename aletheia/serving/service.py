@@ -42,14 +42,16 @@ def load_pipelines(
 ) -> dict[str, DeepfakeDetectorPipeline]:
     """Load each model spec (a published weights name or a checkpoint file) once, keyed by its result label.
 
-    `arch` names the architecture of checkpoint files whose keys do not tell it. Errors from the loader
-    (CheckpointError, UnknownModelError, ValueError) propagate unchanged, with their messages.
+    No specs: the bundled default model. `arch` names the architecture of checkpoint files whose keys do not tell
+    it. Errors from the loader (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
     """
     from aletheia.models.loader import is_checkpoint_path
 
     pipelines: dict[str, DeepfakeDetectorPipeline] = {}
-    for spec in specs:
-        if is_checkpoint_path(spec):
+    for spec in specs or [None]:
+        if spec is None:
+            pipeline = DeepfakeDetectorPipeline(None, None, device, **pipeline_kwargs)
+        elif is_checkpoint_path(spec):
             pipeline = DeepfakeDetectorPipeline(arch, spec, device, **pipeline_kwargs)
         else:
             pipeline = DeepfakeDetectorPipeline(spec, None, device, **pipeline_kwargs)
@@ -134,8 +136,12 @@ class DetectionService:
         except InputError as exc:
             raise InputError(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
         with self._locks[key]:
-            result = pipeline.predict(image, assume_face=assume_face, return_attention=return_attention, path=name)
-        return Detection(image, with_threshold(result, pipeline.threshold if threshold is None else threshold))
+            result = pipeline.predict(
+                image, assume_face=assume_face, return_attention=return_attention, path=name
+            )
+        return Detection(
+            image, with_threshold(result, pipeline.threshold if threshold is None else threshold)
+        )
 
 
 def upload_name(filename: str | Path | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from aletheia.io import IMAGE_EXTENSIONS, InputError
-from aletheia.serving.render import attention_overlay, draw_faces, face_label
+from aletheia.serving.render import attention_overlay, draw_faces, face_label, shrink_for_display
 from aletheia.serving.service import (
     Detection,
     DetectionService,
@@ -28,7 +28,8 @@ from aletheia.serving.service import (
 # extension but bad contents gets load_image's message in the verdict area.
 IMAGE_FILE_TYPES = sorted(IMAGE_EXTENSIONS)
 ATTENTION_CAPTION = "where the network looked (attention map, not a map of what is fake)"
-ATTENTION_SHORT = "where it looked"  # thumbnails truncate long captions; the gallery's label carries the caveat
+# Thumbnails truncate long captions; the gallery's label carries the full caveat.
+ATTENTION_SHORT = "where it looked"
 INTRO = """# Aletheia deepfake detector
 Upload a photo. Every face found is boxed and given the model's **probability that it is fake**; a face at or above
 the threshold is called fake. The attention maps show where the network looked, not which pixels are fake.
@@ -93,19 +94,22 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             return _message("Could not read this file", f"{exc}. Upload a photo (JPEG, PNG, WebP, ...).")
         except UnknownServedModelError as exc:
             return _message("Unknown model", str(exc))
-        return render_outputs(detection)
+        # Sessions keep only a display-sized copy of the photo: a phone photo would hold ~70 MB for an hour.
+        return render_outputs(Detection(shrink_for_display(detection.image), detection.result))
 
     def change_model(path: str | None, model: str | None) -> tuple[Any, ...]:
         # A model brings its own operating point: reset the slider to it, then rescore.
         threshold = service.default_threshold(model)
         return threshold, *analyse(path, model, threshold)
 
-    def relabel(detection: Detection | None, threshold: float) -> Outputs:
-        if detection is None:
+    def relabel(detection: Detection | None, threshold: float | None) -> Outputs:
+        if detection is None or threshold is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return render_outputs(Detection(detection.image, with_threshold(detection.result, threshold)))
 
-    with gr.Blocks(title="Aletheia deepfake detector", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(
+        title="Aletheia deepfake detector", analytics_enabled=False, delete_cache=(3600, 3600)
+    ) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2):
@@ -123,15 +127,24 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
                     elem_id="threshold",
                 )
                 if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example photos (public domain)")
+                    gr.Examples(
+                        [[str(p)] for p in examples], inputs=[upload], label="Example photos (public domain)"
+                    )
                 gallery = gr.Gallery(
                     label=f"Face crops as the model sees them, and {ATTENTION_CAPTION}",
-                    columns=2, height="auto", format="png", object_fit="contain", elem_id="faces",
+                    columns=2,
+                    height="auto",
+                    format="png",
+                    object_fit="contain",
+                    elem_id="faces",
                 )
             with gr.Column(scale=3):
                 verdict = gr.Markdown(WAITING, elem_id="verdict")
                 annotated = gr.Image(
-                    label="Faces and their fake probability", type="numpy", interactive=False, format="png",
+                    label="Faces and their fake probability",
+                    type="numpy",
+                    interactive=False,
+                    format="png",
                     elem_id="annotated",
                 )
         with gr.Accordion("JSON (the same as POST /api/v1/detect returns)", open=False):
@@ -144,6 +157,11 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         model.input(change_model, [upload, model], [threshold, *outputs], api_name="change_model")
         # Fires on programmatic updates too (change_model): harmless, relabelling is idempotent and cheap.
         threshold.change(
-            relabel, [kept, threshold], outputs, api_name="relabel", trigger_mode="always_last", show_progress="hidden"
+            relabel,
+            [kept, threshold],
+            outputs,
+            api_name="relabel",
+            trigger_mode="always_last",
+            show_progress="hidden",
         )
     return demo

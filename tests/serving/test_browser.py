@@ -1,0 +1,108 @@
+"""End to end in a real headless Chromium (Debian's package, driven by Playwright): upload, wait, read the scores.
+
+Skips when /usr/bin/chromium is absent. Saves test-artifacts/webapp-*.png for a human to look at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+from .conftest import ARTIFACTS, ASTRONAUT, RunningServer
+
+expect.set_options(timeout=60_000)  # a model run on a busy two-core machine can take seconds
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def page(server: RunningServer) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            outside: list[str] = []
+            # The app must work with nothing but its own server: refuse (and remember) any other request.
+            page.route(
+                "**/*",
+                lambda r: (
+                    r.continue_()
+                    if r.request.url.startswith(server.url)
+                    else (outside.append(r.request.url), r.abort())
+                ),
+            )
+            page.outside_requests = outside
+            page.goto(server.url + "/")
+            yield page
+        finally:
+            browser.close()
+
+
+def _screenshot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_upload_a_photo_and_read_the_scores(page: object, server: RunningServer) -> None:
+    expected = server.pipelines["b4"].predict(ASTRONAUT)
+    score, label = expected.faces[0].score, expected.label
+    page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("Verdict: likely")
+    page.locator("#annotated img").wait_for()
+    page.locator("#faces img").nth(1).wait_for()
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    _screenshot(page, "webapp-astronaut.png")
+
+    text = verdict.inner_text()
+    assert f"likely {label}" in text and f"{score:.3f}" in text
+    assert re.search(rf"#1\s+{score:.3f}\s+{label}", text), text
+    captions = page.locator("#faces .caption-label").all_inner_texts()
+    assert captions == [f"#1 {score:.3f} {label}", "#1 where it looked"]
+    assert "not a map of what is fake" in page.locator("#faces").inner_text()
+    assert page.outside_requests == []
+
+
+def test_threshold_slider_and_bad_file_in_the_browser(page: object, tmp_path: Path) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("Verdict: likely")
+    number = page.locator("#threshold input[type=number]")
+    number.fill("0")
+    number.press("Enter")
+    expect(verdict).to_contain_text("likely fake")
+    number.fill("1")
+    number.press("Enter")
+    expect(verdict).to_contain_text("likely real")
+
+    page.locator("#photo button[aria-label='Clear']").click()
+    expect(verdict).to_contain_text("Upload a photo")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(ASTRONAUT.read_bytes()[:4000])
+    page.locator("#photo input[type=file]").set_input_files(str(cut))
+    expect(verdict).to_contain_text("Could not read this file")
+    expect(verdict).to_contain_text("cut.jpg: corrupt or truncated image")
+    _screenshot(page, "webapp-bad-file.png")

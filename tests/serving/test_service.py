@@ -1,0 +1,103 @@
+"""The service shared by the web app and the REST API: per-request thresholds, locks, names in messages."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aletheia.io import InputError
+from aletheia.serving.service import (
+    DetectionService,
+    UnknownServedModelError,
+    load_pipelines,
+    upload_name,
+    with_threshold,
+)
+
+from .conftest import ASTRONAUT
+
+
+@pytest.fixture(scope="module")
+def service(served_pipelines: dict) -> DetectionService:
+    return DetectionService(served_pipelines)
+
+
+def test_threshold_is_per_request_and_never_mutates_shared_state(service: DetectionService) -> None:
+    data = ASTRONAUT.read_bytes()
+    pipeline = service.pipelines["b4"]
+    low = service.detect(data, "a.jpg", threshold=0.0).result
+    high = service.detect(data, "a.jpg", threshold=1.0).result
+    assert (low.label, low.threshold) == ("fake", 0.0)
+    assert (high.label, high.threshold) == ("real", 1.0)
+    assert low.score == high.score and pipeline.threshold == 0.5
+    default = service.detect(data, "a.jpg").result
+    assert default.threshold == 0.5 and default.path == "a.jpg"
+    assert service.detect(data, "a.jpg", model="b4-at-0.3").result.threshold == 0.3
+
+
+def test_with_threshold_leaves_the_original_alone(service: DetectionService) -> None:
+    result = service.detect(ASTRONAUT.read_bytes(), "a.jpg").result
+    assert with_threshold(result, 0.0).label == "fake" and result.threshold == 0.5
+
+
+def test_concurrent_requests_with_different_thresholds(service: DetectionService) -> None:
+    data = ASTRONAUT.read_bytes()
+    thresholds = [0.0, 1.0] * 4
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda t: service.detect(data, "a.jpg", threshold=t).result, thresholds))
+    assert [r.label for r in results] == ["fake", "real"] * 4
+    assert len({r.score for r in results}) == 1
+
+
+def test_bad_input_names_the_upload(service: DetectionService) -> None:
+    with pytest.raises(InputError, match=r"^holiday\.jpg: not a recognised image format"):
+        service.detect(b"not an image at all", "holiday.jpg")
+    with pytest.raises(InputError, match=r"^empty\.png: the upload is empty"):
+        service.detect(b"", "empty.png")
+    with pytest.raises(UnknownServedModelError, match="b4, b4-at-0.3"):
+        service.detect(ASTRONAUT.read_bytes(), "a.jpg", model="nope")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        service.detect(ASTRONAUT.read_bytes(), "a.jpg", threshold=1.5)
+
+
+def test_attention_comes_back_when_asked(service: DetectionService) -> None:
+    buffer = io.BytesIO()
+    Image.open(ASTRONAUT).save(buffer, format="PNG")
+    face = service.detect(buffer.getvalue(), "a.png", return_attention=True).result.faces[0]
+    assert face.attention.shape == (28, 28) and face.crop.shape == (224, 224, 3)
+    assert np.isfinite(face.attention).all()
+
+
+def test_upload_name_never_exposes_server_paths() -> None:
+    assert upload_name("/tmp/gradio/abc123/photo.jpg") == "photo.jpg"
+    assert upload_name("C:/Users/x/photo.jpg") == "photo.jpg"
+    assert upload_name(None) == "upload" and upload_name("") == "upload"
+
+
+def test_load_pipelines_keeps_models_with_the_same_file_name_apart(b4_checkpoint: Path) -> None:
+    pipelines = load_pipelines([str(b4_checkpoint), str(b4_checkpoint)])
+    assert list(pipelines) == [b4_checkpoint.name, f"{b4_checkpoint.name} (2)"]
+    assert DetectionService(pipelines).default_model == b4_checkpoint.name
+
+
+def test_a_server_needs_a_model() -> None:
+    with pytest.raises(ValueError, match="at least one model"):
+        DetectionService({})
+
+
+def test_no_spec_means_the_bundled_default_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, b4_checkpoint: Path
+) -> None:
+    from aletheia.models import loader
+    from aletheia.models.checkpoints import CheckpointError
+
+    monkeypatch.setattr(loader, "DEFAULT_MODEL", b4_checkpoint)
+    assert list(load_pipelines([])) == [b4_checkpoint.name]
+    monkeypatch.setattr(loader, "DEFAULT_MODEL", tmp_path / "absent.pth")
+    with pytest.raises(CheckpointError, match="no model given"):
+        load_pipelines([])
