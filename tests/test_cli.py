@@ -125,7 +125,7 @@ def test_usage_errors_exit_2_with_a_message(args: list[str], message: str, capsy
 
 def test_empty_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert main(["detect", str(tmp_path), "--model", "x.pth"]) == 2
-    assert "no image files" in capsys.readouterr().err
+    assert "no image or video files" in capsys.readouterr().err
 
 
 def test_weights_download_rejects_a_wrong_hash_from_a_local_server(tmp_path: Path, capsys) -> None:
@@ -196,3 +196,23 @@ def test_serve_without_any_model_is_a_usage_error(capsys) -> None:
         pytest.skip("a default model is bundled")
     assert main(["serve", "--port", "0"]) == 2
     assert "no default model" in capsys.readouterr().err
+
+
+def test_detect_mixes_images_and_videos_and_plots_timelines(b4_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from tests.test_video import _moving_astronaut, write_video
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(ASTRONAUT.read_bytes())
+    write_video(folder / "b.mp4", _moving_astronaut(), fps=6)
+    (folder / "c.mp4").write_bytes(b"not a video at all")
+    plots = tmp_path / "plots"
+    code = main(["detect", str(folder), "--model", str(b4_checkpoint), "--frames", "4", "--plots", str(plots),
+                 "--no-progress"])  # fmt: skip
+    assert code == 1
+    image, video, broken = _lines(capsys.readouterr().out)
+    assert image["kind"] == "image" and len(image["faces"]) == 1
+    assert video["kind"] == "video" and len(video["frames"]) == 4 and len(video["tracks"]) == 1
+    assert video["score"] == video["tracks"][0]["score"] and video["label"] in ("fake", "real")
+    assert broken["label"] == "error" and broken["error"]
+    assert [p.name for p in plots.glob("*.png")] == ["00001_b.png"]

@@ -81,7 +81,7 @@ def train(context, config: dict, log_artifacts: bool = True, **overrides) -> Non
         context.log_result("epochs_done", epoch + 1)
         context.commit(completed=False)
 
-    result = run_training(train_config, on_epoch=on_epoch, progress=False)
+    result = run_training(train_config, on_epoch=on_epoch, progress=log_artifacts)  # no bars inside a grid
     best = next(r for r in result.history if r["epoch"] == result.best_epoch)
     context.log_result("best_epoch", result.best_epoch)
     context.log_result("best_val_loss", result.best_val_loss)

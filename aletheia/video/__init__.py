@@ -12,6 +12,7 @@ from aletheia.video.decode import (
     VIDEO_EXTENSIONS,
     SampledFrame,
     VideoInfo,
+    VideoInput,
     VideoReader,
     is_video_path,
     sample_frames,
@@ -19,12 +20,14 @@ from aletheia.video.decode import (
 from aletheia.video.detect import VideoDetector, predict_media
 from aletheia.video.plot import plot_timeline
 from aletheia.video.results import FrameResult, TrackResult, VideoFace, VideoResult
+from aletheia.video.search import FrameFaceSearch
 from aletheia.video.tracks import TRACK_STRATEGIES, TrackLinker, score_track
 
 __all__ = [
     "DEFAULT_NUM_FRAMES",
     "TRACK_STRATEGIES",
     "VIDEO_EXTENSIONS",
+    "FrameFaceSearch",
     "FrameResult",
     "SampledFrame",
     "TrackLinker",
@@ -32,6 +35,7 @@ __all__ = [
     "VideoDetector",
     "VideoFace",
     "VideoInfo",
+    "VideoInput",
     "VideoReader",
     "VideoResult",
     "is_video_path",

@@ -6,27 +6,35 @@ what it has already decoded, and otherwise decodes forward: a file with x264's 2
 decoded once, front to back, while a long video with frequent keyframes skips most of its frames.
 
 When the header gives no duration or frame count (live recordings, some WebM/MKV), the packets are counted first
-(demuxing reads the file but decodes nothing). The display matrix (phone videos) is applied, so faces stand upright.
+(demuxing reads the file but decodes nothing). Frames no other frame refers to (most B-frames) are not decoded
+unless they are at a wanted time: with x264's defaults about half the frames, and a quarter of the decoding time for
+32 frames of the development videos, with pixel-identical results.
+The display matrix (phone videos) is applied, so faces stand upright.
 Every way a video can be bad ends in `InputError`, naming the file and what was wrong.
 """
 
 from __future__ import annotations
 
 import bisect
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 
 from aletheia.io import InputError
 
+VideoInput = str | Path | bytes | BinaryIO
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".webm", ".mkv"})
 DEFAULT_NUM_FRAMES = 32
 # Without a keyframe index, seek only across gaps this long (seconds); shorter ones are decoded through.
 _BLIND_SEEK_SECONDS = 10.0
+# Frames this close after a wanted time (in frames) are always decoded; others may be skipped if nothing refers to them.
+_WANTED_SPAN = 2
 # A video may end this much (seconds, or this fraction of it) before its header says without being called truncated.
 _END_SLACK_SECONDS, _END_SLACK_FRACTION = 1.0, 0.05
 
@@ -54,21 +62,30 @@ class SampledFrame:
 
 
 class VideoReader:
-    """An open video: `info`, then `sample_times()` and `frames(times)`. Use as a context manager."""
+    """An open video (a path, the bytes of an upload, or a binary file object): `info`, then `sample_times()` and
+    `frames(times)`. Use as a context manager. `name` is what error messages call it (default: the path)."""
 
-    def __init__(self, source: str | Path) -> None:
-        self.name = str(source)
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{self.name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{self.name}: is a folder, not a video")
-        if path.stat().st_size == 0:
-            raise InputError(f"{self.name}: the file is empty")
+    def __init__(self, source: VideoInput, name: str | None = None) -> None:
+        self.name = name or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.exists():
+                raise InputError(f"{self.name}: no such file")
+            if path.is_dir():
+                raise InputError(f"{self.name}: is a folder, not a video")
+            if path.stat().st_size == 0:
+                raise InputError(f"{self.name}: the file is empty")
+            target: str | BinaryIO = str(path)
+        elif isinstance(source, bytes):
+            if not source:
+                raise InputError(f"{self.name}: the upload is empty")
+            target = io.BytesIO(source)
+        else:
+            target = source
         try:
-            self._container = av.open(str(path))
+            self._container = av.open(target)
         except (av.FFmpegError, UnicodeDecodeError) as exc:
-            raise InputError(f"{self.name}: not a recognised video format ({exc})") from exc
+            raise InputError(f"{self.name}: not a recognised video format ({_why(exc)})") from exc
         try:
             self.info = self._open_stream()
         except BaseException:
@@ -88,10 +105,11 @@ class VideoReader:
         self._can_seek = True
         self._corrupt_packets = 0
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        self._frame_ticks = (
-            1 / (fps or 25.0) / self._tb
-        )  # one frame in time-base units, for frames without pts
+        # One frame in time-base units: half of it is the tolerance when matching times, and frames without
+        # timestamps (raw streams) are numbered with it.
+        self._frame_ticks = 1 / (fps or 25.0) / self._tb
         self._furthest: av.VideoFrame | None = None  # the latest frame decoded so far
+        self._wanted: list[float] = []  # sorted pts of the wanted times; empty: decode every frame
         self._decoder = self._decode()
         first = self._pending = next(self._decoder, None)  # the last decoded frame, may match the next time
         if first is None:
@@ -102,6 +120,10 @@ class VideoReader:
             # keyframe sought by its dts would land on the keyframe before it): shift them by the first one's lag.
             lag = max(0, self._start - self._keyframes[0])
             self._keyframes = [k + lag for k in self._keyframes]
+        return self._measure(stream, first, fps)
+
+    def _measure(self, stream: av.video.stream.VideoStream, first: av.VideoFrame, fps: float) -> VideoInfo:
+        """Frame rate, duration and frame count from the header, else from the packets; size after rotation."""
         count = stream.frames
         duration = float(stream.duration * self._tb) if stream.duration else None
         if duration is None and self._container.duration:
@@ -123,7 +145,7 @@ class VideoReader:
                 if packet.size and packet.pts is not None:
                     stamps.append(packet.pts)
         except av.FFmpegError as exc:
-            raise InputError(f"{self.name}: corrupt video, cannot read its packets ({exc})") from exc
+            raise InputError(f"{self.name}: corrupt video, cannot read its packets ({_why(exc)})") from exc
         self._seek(self._start)
         stamps.sort()
         span = float((stamps[-1] - stamps[0]) * self._tb) if len(stamps) > 1 else 0.0
@@ -149,11 +171,13 @@ class VideoReader:
         header says (truncated) or cannot be read.
         """
         half_frame = 0.5 * self._frame_ticks
+        self._wanted = [self._start + float(t) / self._tb - half_frame for t in sorted(times)]
         emitted = None
-        for seconds in sorted(times):
-            frame = self._frame_at(self._start + float(seconds) / self._tb - half_frame)
+        for target in self._wanted:
+            seconds = float((target + half_frame - self._start) * self._tb)
+            frame = self._frame_at(target)
             if frame is None:
-                frame = self._ended_early(float(seconds))
+                frame = self._ended_early(seconds)
             if frame.pts == emitted:
                 continue
             emitted = frame.pts
@@ -172,8 +196,10 @@ class VideoReader:
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Frames from the current position; a packet that fails to decode is skipped (as ffmpeg does) and counted."""
+        context = self._stream.codec_context
         try:
             for packet in self._container.demux(self._stream):
+                context.skip_frame = "DEFAULT" if self._is_wanted(packet.pts) else "NONREF"
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError:
@@ -187,7 +213,14 @@ class VideoReader:
                         self._furthest = frame
                     yield frame
         except av.FFmpegError as exc:
-            raise InputError(f"{self.name}: corrupt video, cannot read it ({exc})") from exc
+            raise InputError(f"{self.name}: corrupt video, cannot read it ({_why(exc)})") from exc
+
+    def _is_wanted(self, pts: int | None) -> bool:
+        """Whether a packet's frame lies at, or just after, a wanted time (or every frame is wanted)."""
+        if pts is None or not self._wanted:
+            return True
+        before = bisect.bisect_right(self._wanted, pts) - 1
+        return before >= 0 and pts < self._wanted[before] + _WANTED_SPAN * self._frame_ticks
 
     def _frame_at(self, target: float) -> av.VideoFrame | None:
         """The first frame with pts >= target, seeking first when that decodes fewer frames; None at the end."""
@@ -240,14 +273,22 @@ class VideoReader:
 
     def _to_sampled(self, frame: av.VideoFrame) -> SampledFrame:
         seconds = max(0.0, float((frame.pts - self._start) * self._tb))
-        image = frame.to_ndarray(format="rgb24")
+        try:
+            image = frame.to_ndarray(format="rgb24")
+        except (av.FFmpegError, ValueError) as exc:
+            raise InputError(f"{self.name}: cannot convert frames to RGB ({_why(exc)})") from exc
         if self.info.rotation:
             image = np.ascontiguousarray(np.rot90(image, self.info.rotation // 90))
         return SampledFrame(index=round(seconds * self.info.fps), time=seconds, image=image)
 
 
+def _why(exc: Exception) -> str:
+    """FFmpeg's reason without the file name and error number that PyAV adds."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def sample_frames(
-    source: str | Path, num_frames: int = DEFAULT_NUM_FRAMES, fps: float | None = None
+    source: VideoInput, num_frames: int = DEFAULT_NUM_FRAMES, fps: float | None = None
 ) -> Iterator[SampledFrame]:
     """Open a video and yield its sampled frames (see `VideoReader.sample_times`), closing it at the end."""
     with VideoReader(source) as reader:

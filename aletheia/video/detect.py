@@ -18,16 +18,17 @@ import numpy as np
 from aletheia.faces.extract import crop_face
 from aletheia.io import InputError
 from aletheia.results import ImageResult
-from aletheia.video.decode import DEFAULT_NUM_FRAMES, VideoReader, is_video_path
+from aletheia.video.decode import DEFAULT_NUM_FRAMES, VideoInput, VideoReader, is_video_path
 from aletheia.video.results import FrameResult, TrackResult, VideoFace, VideoResult
+from aletheia.video.search import FrameFaceSearch
 from aletheia.video.tracks import TRACK_STRATEGIES, TrackLinker, score_track
 
 if TYPE_CHECKING:
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-# Videos are searched for faces down to this fraction of the longer frame side (77 px in 1080p; the tile pyramid then
-# finds faces from ~86 px), not the 2% that photos get: 32 frames through the finer pyramid would cost ~8 s of
-# detection per 1080p video on a 2-core CPU instead of ~1 s.
+# Videos are searched for faces down to this fraction of the longer frame side (77 px in 1080p, where the tile
+# pyramid then finds faces from ~86 px), not the 2% that photos get: that finer pyramid has 4x the tiles (155 rather
+# than 36 per 1080p frame), and a video has 32 frames.
 VIDEO_MIN_FACE_FRACTION = 0.04
 
 
@@ -37,6 +38,8 @@ class VideoDetector:
     `num_frames` evenly spaced frames are sampled, or one every 1/`fps` seconds when `fps` is given. Each track
     (person) is scored by `strategy` (see `aletheia.video.tracks`); the video gets the highest track score.
     The pipeline's `min_face_size`, when set, applies to videos too; otherwise VIDEO_MIN_FACE_FRACTION does.
+    Every `full_detection_every`-th frame is searched whole, the others only around the faces already found (see
+    `aletheia.video.search`); 1 searches every frame whole. Not thread-safe: one VideoDetector per thread.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class VideoDetector:
         fps: float | None = None,
         strategy: str = "mean_logit",
         linker: TrackLinker | None = None,
+        full_detection_every: int = 4,
     ) -> None:
         if strategy not in TRACK_STRATEGIES:
             raise ValueError(f"unknown track strategy {strategy!r}; choose one of {tuple(TRACK_STRATEGIES)}")
@@ -57,12 +61,17 @@ class VideoDetector:
         self.linker = linker or TrackLinker()
         self._fixed_min_face = pipeline.detector.min_face_size
         self.detector = dataclasses.replace(pipeline.detector)  # own copy: its min_face_size is set per video
+        self.search = FrameFaceSearch(self.detector, full_every=full_detection_every)
 
-    def predict(self, source: str | Path, *, path: str | None = None) -> VideoResult:
-        """Score one video file. Raises `InputError` when it cannot be read; `predict_many` reports that instead."""
+    def predict(self, source: VideoInput, *, path: str | None = None) -> VideoResult:
+        """Score one video: a path, uploaded bytes or a binary file object (`path` names it in the result).
+
+        Raises `InputError` when it cannot be read; `predict_many` reports that instead.
+        """
         pipeline = self.pipeline
+        name = path or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
         result = VideoResult(
-            path=path or str(source),
+            path=name,
             threshold=pipeline.threshold,
             model=pipeline.model_label,
             strategy=self.strategy,
@@ -70,16 +79,17 @@ class VideoDetector:
         faces: list[VideoFace] = []
         crops: list[np.ndarray] = []  # waiting for a full classifier batch
         logits: list[np.ndarray] = []
-        with VideoReader(source) as reader:
+        with VideoReader(source, name) as reader:
             result.info = info = reader.info
             if self._fixed_min_face is None:
                 longest = max(info.width, info.height)
                 self.detector.min_face_size = round(
                     max(VIDEO_MIN_FACE_FRACTION * longest, min(40, 0.06 * longest))
                 )
+            self.search.reset()
             for frame in reader.frames(reader.sample_times(self.num_frames, self.fps)):
                 frame_result = FrameResult(index=frame.index, time=frame.time)
-                for face in self.detector.detect(frame.image):
+                for face in self.search(frame.image):
                     frame_result.faces.append(
                         VideoFace(face.box, face.keypoints, face.detection_score, score=float("nan"))
                     )

@@ -1,0 +1,200 @@
+"""Seconds to score one 10 s 1080p video (32 frames by default), by stage: decode, detect, classify.
+
+    .venv/bin/python benchmarks/video_speed.py [--model CHECKPOINT] [--video PATH] [--frames 32] [--repeats 3]
+        [--backends onnx torch] [--threads 2] [--onnx-detector]
+
+Without --video a 10 s 1920x1080 30 fps H.264 video is made from the bundled public-domain example: the
+astronaut (face about 190 px, as in DFDC) drifting across a blurred-noise background, encoded by libx264 with its
+default settings (a keyframe every 250 frames, as in DFDC and FF++). Without --model a randomly initialised
+EfficientNetAutoAttB4 is used (speed does not depend on the weights).
+
+Stages are timed separately on the same frames: `detect` as videos are searched (whole frames every 4th frame,
+windows around known faces between), `detect_every_frame_whole` the tile pyramid on every frame, for comparison;
+`total` is `VideoDetector.predict` end to end. Each is the median of the repeats after one warm-up run. Wall and
+CPU seconds are both given: on a machine shared with other jobs, CPU seconds (summed over threads) are the steadier
+measure of the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "astronaut.jpg"
+
+
+def make_video(
+    path: Path, seconds: float = 10.0, fps: int = 30, size: tuple[int, int] = (1920, 1080)
+) -> Path:
+    """The astronaut moving across a width x height canvas, H.264 (libx264 defaults) in MP4."""
+    import av
+    import cv2
+
+    from aletheia.io import load_image
+
+    width, height = size
+    side = min(1000, height)  # the face is about a fifth of the photo's side
+    face = cv2.resize(load_image(EXAMPLE), (side, side), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(60, 200, (height, width, 3), dtype=np.uint8), (0, 0), 8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        count = round(seconds * fps)
+        for i in range(count):
+            x = round((width - side) * i / max(1, count - 1))
+            y = round((height - side) / 2 * (1 + np.sin(2 * np.pi * i / count)))
+            frame = background.copy()
+            frame[y : y + side, x : x + side] = face
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _median_s(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds (all threads) of fn. CPU time shows the work when other jobs share the cores."""
+    fn()  # warm-up: first calls allocate and pick kernels
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return round(statistics.median(wall), 2), round(statistics.median(cpu), 2)
+
+
+def use_onnx_blazeface(detectors: list, path: Path) -> None:
+    """Preview only: run these detectors' BlazeFace network in ONNX Runtime (the classifier's CPU backend)."""
+    import onnxruntime as ort
+    import torch
+
+    blazeface = detectors[0]._blazeface
+    example = torch.zeros(2, 3, 128, 128)
+    torch.onnx.export(
+        blazeface.model, example, str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.from_numpy(o) for o in session.run(None, {"x": x.numpy()}))
+
+    for detector in detectors:
+        detector._blazeface.model = run
+
+
+def measure(
+    checkpoint: str, video: str, frames: int, repeats: int, backend: str, onnx_detector: Path | None = None
+) -> dict:
+    from aletheia.faces.extract import crop_face
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.video import VideoDetector, VideoReader
+
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, backend=backend)
+    videos = VideoDetector(pipeline, num_frames=frames)
+    if onnx_detector:
+        use_onnx_blazeface([videos.detector, videos.search._follower], onnx_detector)
+    result = videos.predict(video)  # also sets the detector's min face size for this video
+
+    def decode() -> list:
+        with VideoReader(video) as reader:
+            return list(reader.frames(reader.sample_times(frames)))
+
+    images = [f.image for f in decode()]
+
+    def detect() -> list:
+        videos.search.reset()
+        return [videos.search(image) for image in images]
+
+    found = detect()
+    crops = np.stack(
+        [
+            crop_face(image, face.box, pipeline.face_policy, pipeline.config.input_size)
+            for image, faces in zip(images, found, strict=True)
+            for face in faces
+        ]
+    )
+    info = result.info
+    stages = {
+        "decode": decode,
+        "detect": detect,
+        "detect_every_frame_whole": lambda: [videos.detector.detect(i) for i in images],
+        "classify": lambda: pipeline.logits(crops),
+        "total": lambda: videos.predict(video),
+    }
+    timings = {name: _median_s(fn, repeats) for name, fn in stages.items()}
+    return {
+        "video": f"{Path(video).name} {info.width}x{info.height} {info.duration:.1f}s {info.codec}",
+        "backend": backend + (" + onnx detector" if onnx_detector else ""),
+        "frames": len(result.frames),
+        "faces": len(crops),
+        "tracks": len(result.tracks),
+        "min_face_px": videos.detector.min_face_size,
+        **{f"{name}_s": wall for name, (wall, _) in timings.items()},
+        **{f"{name}_cpu_s": cpu for name, (_, cpu) in timings.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="checkpoint file (default: random EfficientNetAutoAttB4)")
+    parser.add_argument("--video", help="video to time (default: a generated 10 s 1080p one)")
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", nargs="*", default=["onnx", "torch"])
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--onnx-detector", action="store_true", help="also time BlazeFace run by ONNX Runtime (a preview)"
+    )
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        checkpoint = args.model
+        if checkpoint is None:
+            from aletheia.models.efficientnet import EfficientNetAutoAttB4
+
+            torch.manual_seed(0)
+            checkpoint = str(tmp_dir / "EfficientNetAutoAttB4_random.pth")
+            torch.save(EfficientNetAutoAttB4().state_dict(), checkpoint)
+        if args.video:
+            video = args.video
+        else:
+            start = time.perf_counter()
+            video = str(make_video(tmp_dir / "astronaut_10s_1080p.mp4"))
+            print(f"made {video} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        rows = [measure(checkpoint, video, args.frames, args.repeats, b) for b in args.backends]
+        if args.onnx_detector:
+            onnx_path = tmp_dir / "blazeface.onnx"
+            rows += [
+                measure(checkpoint, video, args.frames, args.repeats, b, onnx_path) for b in args.backends
+            ]
+    header = list(rows[0])
+    print(
+        f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+
+
+if __name__ == "__main__":
+    main()
