@@ -10,6 +10,15 @@ import numpy as np
 Label = Literal["fake", "real", "no_face", "error"]
 
 
+def verdict(error: str | None, score: float | None, threshold: float) -> Label:
+    """The one labelling rule for images and videos: error, no face, or the best score against the threshold."""
+    if error is not None:
+        return "error"
+    if score is None:
+        return "no_face"
+    return "fake" if score >= threshold else "real"
+
+
 @dataclass
 class FaceResult:
     """One face: where it is, how sure the detector was, and the fake probability the classifier gave it."""
@@ -49,11 +58,7 @@ class ImageResult:
 
     @property
     def label(self) -> Label:
-        if self.error is not None:
-            return "error"
-        if not self.faces:
-            return "no_face"
-        return "fake" if self.score >= self.threshold else "real"
+        return verdict(self.error, self.score, self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         score = self.score

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aletheia.results import FaceResult, Label
+from aletheia.results import FaceResult, Label, verdict
 from aletheia.video.decode import VideoInfo
 
 
@@ -62,11 +62,7 @@ class VideoResult:
 
     @property
     def label(self) -> Label:
-        if self.error is not None:
-            return "error"
-        if not self.tracks:
-            return "no_face"
-        return "fake" if self.score >= self.threshold else "real"
+        return verdict(self.error, self.score, self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         score = self.score
