@@ -25,7 +25,9 @@ from aletheia.training.loop import load_training_faces
 
 def _scored(model: str, faces: pd.DataFrame) -> pd.DataFrame:
     logits = score_faces(model, faces)
-    return faces.assign(label=(faces["label"] == "fake").astype(int), logit=logits, score=1 / (1 + np.exp(-logits)))
+    return faces.assign(
+        label=(faces["label"] == "fake").astype(int), logit=logits, score=1 / (1 + np.exp(-logits))
+    )
 
 
 def _auc(positive: pd.DataFrame, negative: pd.DataFrame) -> float | None:
@@ -36,7 +38,9 @@ def _auc(positive: pd.DataFrame, negative: pd.DataFrame) -> float | None:
 def validation_figures(model: str, run_dir: str, out: Path, threshold: float) -> dict:
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
     val = _scored(model, load_training_faces(config)[1])
-    report = evaluation_report(val.drop(columns=["crop"]), out, threshold=threshold, title=f"Validation of {Path(model).name}")
+    report = evaluation_report(
+        val.drop(columns=["crop"]), out, threshold=threshold, title=f"Validation of {Path(model).name}"
+    )
     reals = val[val["label"] == 0]
     ffpp_real = reals[reals["method"].str.startswith("FF++")]
     other_real = reals[~reals["method"].str.startswith("FF++")]
@@ -66,9 +70,13 @@ def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
         results[method] = binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
     # The same model on the methods it did see, from its own validation split.
     val_scored = _scored(model, val)
-    for method in sorted(set(val_scored.loc[val_scored["label"] == 1, "method"]) - set(config.exclude_methods)):
+    for method in sorted(
+        set(val_scored.loc[val_scored["label"] == 1, "method"]) - set(config.exclude_methods)
+    ):
         part = val_scored[(val_scored["method"] == method) | (val_scored["label"] == 0)]
-        results[f"(seen) {method}"] = binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
+        results[f"(seen) {method}"] = binary_metrics(
+            part["label"].to_numpy(), part["score"].to_numpy(), threshold
+        )
     return results
 
 
@@ -100,7 +108,9 @@ def classifier_speed(model: str, batch: int = 32, repeats: int = 5) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--lomo-model")

@@ -1,7 +1,7 @@
 """Seconds to score one 10 s 1080p video (32 frames by default), by stage: decode, detect, classify.
 
     .venv/bin/python benchmarks/video_speed.py [--model CHECKPOINT] [--video PATH] [--frames 32] [--repeats 3]
-        [--backends onnx torch] [--threads 2] [--onnx-detector]
+        [--backends onnx torch] [--threads 2]
 
 Without --video a 10 s 1920x1080 30 fps H.264 video is made from the bundled public-domain example: the
 astronaut (face about 190 px, as in DFDC) drifting across a blurred-noise background, encoded by libx264 with its
@@ -73,38 +73,13 @@ def _median_s(fn, repeats: int) -> tuple[float, float]:
     return round(statistics.median(wall), 2), round(statistics.median(cpu), 2)
 
 
-def use_onnx_blazeface(detectors: list, path: Path) -> None:
-    """Preview only: run these detectors' BlazeFace network in ONNX Runtime (the classifier's CPU backend)."""
-    import onnxruntime as ort
-    import torch
-
-    blazeface = detectors[0]._blazeface
-    example = torch.zeros(2, 3, 128, 128)
-    torch.onnx.export(
-        blazeface.model, example, str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(torch.from_numpy(o) for o in session.run(None, {"x": x.numpy()}))
-
-    for detector in detectors:
-        detector._blazeface.model = run
-
-
-def measure(
-    checkpoint: str, video: str, frames: int, repeats: int, backend: str, onnx_detector: Path | None = None
-) -> dict:
+def measure(checkpoint: str, video: str, frames: int, repeats: int, backend: str) -> dict:
     from aletheia.faces.extract import crop_face
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.video import VideoDetector, VideoReader
 
     pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, backend=backend)
     videos = VideoDetector(pipeline, num_frames=frames)
-    if onnx_detector:
-        use_onnx_blazeface([videos.detector, videos.search._follower], onnx_detector)
     result = videos.predict(video)  # also sets the detector's min face size for this video
 
     def decode() -> list:
@@ -136,7 +111,7 @@ def measure(
     timings = {name: _median_s(fn, repeats) for name, fn in stages.items()}
     return {
         "video": f"{Path(video).name} {info.width}x{info.height} {info.duration:.1f}s {info.codec}",
-        "backend": backend + (" + onnx detector" if onnx_detector else ""),
+        "backend": backend,
         "frames": len(result.frames),
         "faces": len(crops),
         "tracks": len(result.tracks),
@@ -156,9 +131,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="*", default=["onnx", "torch"])
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument(
-        "--onnx-detector", action="store_true", help="also time BlazeFace run by ONNX Runtime (a preview)"
-    )
     args = parser.parse_args()
 
     import torch
@@ -181,11 +153,6 @@ def main() -> None:
             video = str(make_video(tmp_dir / "astronaut_10s_1080p.mp4"))
             print(f"made {video} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         rows = [measure(checkpoint, video, args.frames, args.repeats, b) for b in args.backends]
-        if args.onnx_detector:
-            onnx_path = tmp_dir / "blazeface.onnx"
-            rows += [
-                measure(checkpoint, video, args.frames, args.repeats, b, onnx_path) for b in args.backends
-            ]
     header = list(rows[0])
     print(
         f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"

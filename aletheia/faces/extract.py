@@ -81,11 +81,15 @@ class FaceDetector:
     nms_iou: float = 0.3
     device: str = "cpu"
     batch_size: int = 64
+    backend: str = "auto"  # BlazeFace runtime: ONNX Runtime on a CPU (2-6x faster than torch), torch on a GPU
     _blazeface: BlazeFaceDetector = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._blazeface = BlazeFaceDetector(
-            score_threshold=self.score_threshold, nms_iou=self.nms_iou, device=self.device
+            score_threshold=self.score_threshold,
+            nms_iou=self.nms_iou,
+            device=self.device,
+            backend=self.backend,
         )
 
     def _min_face(self, height: int, width: int) -> float:

