@@ -1,7 +1,7 @@
 """REST API under /api/v1: detect, health, models. Every error is JSON `{"detail": message}`; bad input is 4xx, never 500.
 
-`POST /detect` answers with the same JSON object as one line of `aletheia detect` (`ImageResult.to_json`), the
-upload's filename standing in for the path.
+`POST /detect` takes a photo or a video and answers with the same JSON object as one line of `aletheia detect`
+(`ImageResult.to_json`, or `VideoResult.to_json` with "kind": "video"), the upload's filename standing in for the path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import aletheia
 from aletheia.io import MAX_IMAGE_PIXELS, InputError
-from aletheia.serving.service import DetectionService, UnknownServedModelError, upload_name
+from aletheia.serving.service import (
+    MAX_VIDEO_FRAMES,
+    DetectionService,
+    UnknownServedModelError,
+    is_video_upload,
+    upload_name,
+)
+from aletheia.video import DEFAULT_NUM_FRAMES
 
 API_PREFIX = "/api/v1"
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -50,6 +57,34 @@ class DetectResult(BaseModel):
     threshold: float
     model: str
     faces: list[Face]
+    error: str | None
+
+
+class VideoFace(Face):
+    track: int | None
+
+
+class VideoFrame(BaseModel):
+    index: int
+    time: float
+    faces: list[VideoFace]
+
+
+class Track(BaseModel):
+    id: int
+    score: float
+    frames: list[int]
+
+
+class VideoDetectResult(BaseModel):
+    path: str
+    kind: Literal["video"]
+    score: float | None
+    label: Literal["fake", "real", "no_face", "error"]
+    threshold: float
+    model: str
+    frames: list[VideoFrame]
+    tracks: list[Track]
     error: str | None
 
 
@@ -139,7 +174,10 @@ def probe_upload(data: bytes, name: str) -> tuple[int, str] | None:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
     except UnidentifiedImageError:
-        return 415, f"{name}: not a recognised image format (send a photo: JPEG, PNG, WebP, BMP, TIFF or GIF)"
+        return 415, (
+            f"{name}: not a recognised image format, nor a video (send a photo: JPEG, PNG, WebP, BMP, TIFF or "
+            "GIF; or a video: MP4, MOV, WebM, MKV or AVI)"
+        )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return 413, f"{name}: the image has too many pixels to decode safely"
     except Exception:  # a header PIL cannot parse is load_image's to report, as a 422
@@ -153,8 +191,14 @@ def probe_upload(data: bytes, name: str) -> tuple[int, str] | None:
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorDetail, "description": "The upload or its pixel count is over the limit"},
-    415: {"model": ErrorDetail, "description": "The file is not an image format this server reads"},
-    422: {"model": ErrorDetail, "description": "Corrupt, truncated or empty image, or a bad parameter"},
+    415: {
+        "model": ErrorDetail,
+        "description": "The file is neither an image nor a video format this server reads",
+    },
+    422: {
+        "model": ErrorDetail,
+        "description": "Corrupt, truncated or empty image or video, or a bad parameter",
+    },
 }
 
 
@@ -179,32 +223,76 @@ def build_api_router(
     @router.post(
         "/detect",
         responses={
-            200: {"model": DetectResult, "description": "One result, as a line of `aletheia detect`"},
+            200: {
+                "model": DetectResult | VideoDetectResult,
+                "description": 'One result, as a line of `aletheia detect`: a photo\'s, or a video\'s ("kind": "video")',
+            },
             **_ERRORS,
         },
     )
     async def detect(
-        file: Annotated[UploadFile, File(description="the photo")],
+        file: Annotated[
+            UploadFile,
+            File(
+                description="a photo, or a video (MP4, MOV, WebM, MKV, AVI; told by its contents or file name)"
+            ),
+        ],
         threshold: Annotated[
             float | None,
             Form(
                 ge=0.0,
                 le=1.0,
-                description="fake probability at or above which a face is called fake; default: the model's",
+                description="fake probability at or above which a face (in a video: a person) is called fake; "
+                "default: the model's",
             ),
         ] = None,
         model: Annotated[
             str | None, Form(description="a name from GET /api/v1/models; default: the first")
         ] = None,
         assume_face: Annotated[
-            bool, Form(description="skip face detection and score the whole image as one face crop")
+            bool,
+            Form(description="photos only: skip face detection and score the whole image as one face crop"),
         ] = False,
+        frames: Annotated[
+            int,
+            Form(
+                ge=1,
+                le=MAX_VIDEO_FRAMES,
+                description="videos only: how many evenly spaced frames to sample and search for faces",
+            ),
+        ] = DEFAULT_NUM_FRAMES,
+        track_strategy: Annotated[
+            Literal["mean_logit", "confident", "max"],
+            Form(
+                description="videos only: how a person's faces become one score (mean_logit: sigmoid of "
+                "the mean logit; confident: the DFDC winner's rule, the mean of the confident faces when most "
+                "are; max: the most fake-looking face)"
+            ),
+        ] = "mean_logit",
     ) -> JSONResponse:
-        """Score every face in one uploaded photo."""
+        """Score every face in one uploaded photo, or every person (face track) in one uploaded video.
+
+        A video is scored on `frames` evenly spaced frames; its faces are linked into one track per person, each
+        track gets one score (`track_strategy`), and the video the highest of them.
+        """
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, too_large_message(max_upload_bytes))
         name = upload_name(file.filename)
+        if is_video_upload(data, name):
+            try:
+                video = await run_in_threadpool(
+                    service.detect_video,
+                    data,
+                    name,
+                    model=model,
+                    threshold=threshold,
+                    num_frames=frames,
+                    strategy=track_strategy,
+                )
+            except (InputError, UnknownServedModelError) as exc:
+                raise HTTPException(422, str(exc)) from exc
+            return JSONResponse(video.result.to_json())
         if refused := probe_upload(data, name):
             raise HTTPException(*refused)
         try:

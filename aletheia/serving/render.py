@@ -1,15 +1,20 @@
-"""Pixels for the web app: the photo with each face boxed and scored, and attention maps blended onto face crops.
+"""Pixels for the web app: the photo with each face boxed and scored, attention maps blended onto face crops, and a
+video's timeline of fake probability per person.
 
 Pure functions of arrays and results, so they are tested without a server.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aletheia.results import ImageResult
+from aletheia.video import VideoResult, plot_timeline
 
 FAKE_COLOUR = (214, 39, 40)
 REAL_COLOUR = (44, 160, 44)
@@ -70,3 +75,14 @@ def attention_overlay(crop: np.ndarray, attention: np.ndarray, alpha: float = 0.
     colours = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
     blended = (1.0 - alpha) * crop.astype(np.float32) + alpha * colours.astype(np.float32)
     return np.clip(blended.round(), 0, 255).astype(np.uint8)
+
+
+def timeline_image(result: VideoResult) -> np.ndarray:
+    """The video's timeline plot (`aletheia.video.plot_timeline`: a line per person, the threshold dashed) as RGB.
+
+    Drawn in a temporary folder of its own that is gone on return: concurrent sessions never share a file.
+    """
+    with tempfile.TemporaryDirectory(prefix="aletheia-timeline-") as folder:
+        path = plot_timeline(result, Path(folder) / "timeline.png")
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))

@@ -61,7 +61,8 @@ def build_app(
     app = FastAPI(
         title="Aletheia deepfake detector",
         version=aletheia.__version__,
-        description="Scores every face in a photo with its probability of being fake. The web app is at `/`.",
+        description="Scores every face in a photo, or every person (face track) in a video, with its probability "
+        "of being fake. The web app is at `/`.",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",

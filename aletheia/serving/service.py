@@ -1,7 +1,8 @@
-"""The models a server holds and the one way the web app and the REST API score an upload with them.
+"""The models a server holds and the one way the web app and the REST API score an upload (photo or video) with them.
 
 Pipelines load once, at start. Each request brings its own threshold: results are relabelled per request and the
 shared pipelines are never mutated, so concurrent users with different thresholds cannot disturb each other.
+Videos get a VideoDetector of their own per request (it keeps per-video state), run under the model's lock.
 """
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from aletheia.io import InputError, load_image
 from aletheia.pipeline import DeepfakeDetectorPipeline
 from aletheia.results import ImageResult
+from aletheia.video import (
+    DEFAULT_NUM_FRAMES,
+    TRACK_STRATEGIES,
+    VideoDetector,
+    VideoResult,
+    is_video_path,
+)
+
+# Enough to follow every person through a long clip; each sampled frame costs a face search.
+MAX_VIDEO_FRAMES = 256
+# Face crops kept per person for the web app's gallery: the first, middle and last sighting.
+CROPS_PER_TRACK = 3
 
 
 class UnknownServedModelError(LookupError):
@@ -32,9 +45,61 @@ class Detection:
     result: ImageResult
 
 
-def with_threshold(result: ImageResult, threshold: float) -> ImageResult:
-    """The same result judged at another threshold (labels derive from it); the original is left untouched."""
+@dataclass
+class VideoDetection:
+    """A scored video upload: its result at the request's threshold. When asked for, the faces picked for display
+    (`CROPS_PER_TRACK` per track) carry their crops in `face.crop`; no frame is kept."""
+
+    result: VideoResult
+
+
+R = TypeVar("R", ImageResult, VideoResult)
+
+
+def with_threshold(result: R, threshold: float) -> R:
+    """The same result judged at another threshold (labels derive from it); the original is left untouched.
+
+    Photos and videos alike: a video's label is its best track score against the threshold, track scores stay.
+    """
     return dataclasses.replace(result, threshold=float(threshold))
+
+
+# Container signatures of the video formats the server reads (VIDEO_EXTENSIONS): ISO BMFF/QuickTime boxes at
+# offset 4 (MP4, MOV), the EBML magic (Matroska, WebM) and RIFF/AVI.
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def looks_like_video(data: bytes) -> bool:
+    """Whether the bytes start like an MP4/MOV, MKV/WebM or AVI file (a cheap sniff, not a validation)."""
+    return (
+        data[4:8] in _MP4_BOXES
+        or data.startswith(b"\x1a\x45\xdf\xa3")
+        or (data.startswith(b"RIFF") and data[8:12] == b"AVI ")
+    )
+
+
+def is_video_upload(data: bytes, name: str) -> bool:
+    """Photo first, then video: an upload is a video when its bytes look like one, or when it is named like one
+    and its bytes are not an image PIL recognises (so a corrupt "clip.mp4" is reported as a bad video)."""
+    if looks_like_video(data):
+        return True
+    if not is_video_path(name):
+        return False
+    return not _is_image(data)
+
+
+def _is_image(data: bytes) -> bool:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except Image.DecompressionBombError:  # an image all the same, refused as one (413)
+        return True
+    except Exception:  # UnidentifiedImageError, or a header no plugin could parse
+        return False
 
 
 def load_pipelines(
@@ -142,6 +207,77 @@ class DetectionService:
         return Detection(
             image, with_threshold(result, pipeline.threshold if threshold is None else threshold)
         )
+
+    def detect_video(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        model: str | None = None,
+        threshold: float | None = None,
+        num_frames: int = DEFAULT_NUM_FRAMES,
+        strategy: str = "mean_logit",
+        keep_crops: bool = False,
+    ) -> VideoDetection:
+        """Score one uploaded video: `num_frames` evenly spaced frames, each person's faces linked into a track and
+        scored by `strategy`. `name` (the upload's filename) becomes the result's `path`. `keep_crops`: the faces
+        picked for display carry their crops.
+
+        Raises InputError, with `name` in its message, for a file that is not a readable video.
+        """
+        key = self.resolve(model)
+        pipeline = self.pipelines[key]
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        if not 1 <= num_frames <= MAX_VIDEO_FRAMES:
+            raise ValueError(f"frames must be between 1 and {MAX_VIDEO_FRAMES}, got {num_frames}")
+        if strategy not in TRACK_STRATEGIES:
+            raise ValueError(
+                f"unknown track strategy {strategy!r}; choose one of {', '.join(TRACK_STRATEGIES)}"
+            )
+        recorder = _CropRecorder(pipeline) if keep_crops else None
+        videos = VideoDetector(
+            cast(DeepfakeDetectorPipeline, recorder or pipeline), num_frames=num_frames, strategy=strategy
+        )
+        with self._locks[key]:
+            result = videos.predict(data, path=name)
+        if recorder is not None:
+            _keep_display_crops(result, recorder.crops)
+        return VideoDetection(with_threshold(result, pipeline.threshold if threshold is None else threshold))
+
+
+class _CropRecorder:
+    """Stands in for a pipeline inside a VideoDetector and keeps the face crops the classifier is given.
+
+    The detector classifies its faces in order (that is how it pairs logits with faces), so the crops recorded
+    here line up with the result's faces, frame by frame.
+    """
+
+    def __init__(self, pipeline: DeepfakeDetectorPipeline) -> None:
+        self._pipeline = pipeline
+        self.crops: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipeline, name)
+
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        self.crops.extend(np.array(crop) for crop in crops)
+        return self._pipeline.logits(crops)
+
+
+def _keep_display_crops(result: VideoResult, crops: list[np.ndarray]) -> None:
+    """Give the first, middle and last face of each track its crop; every other crop is dropped."""
+    faces = [face for frame in result.frames for face in frame.faces]
+    if len(faces) != len(crops):  # never expected; show no crops rather than wrong ones
+        return
+    by_track: dict[int, list[int]] = {}
+    for number, face in enumerate(faces):
+        if face.track is not None:
+            by_track.setdefault(face.track, []).append(number)
+    for members in by_track.values():
+        picks = np.unique(np.linspace(0, len(members) - 1, min(CROPS_PER_TRACK, len(members))).round())
+        for pick in picks.astype(int):
+            faces[members[pick]].crop = crops[members[pick]]
 
 
 def upload_name(filename: str | Path | None) -> str:

@@ -1,8 +1,10 @@
 """The Gradio app: upload a photo, see each face boxed and scored, the face crops with their attention maps, a
-verdict at an adjustable threshold, and the JSON the REST API would return.
+verdict at an adjustable threshold, and the JSON the REST API would return. Or upload a video: a verdict with a
+score per person (face track), the timeline of their scores, a few face crops of each, and the JSON.
 
-Inference runs once per upload (or model change); moving the threshold only relabels the kept result, per session.
-Uploads live in Gradio's per-upload cache folders and results in per-session state: users share no files.
+Inference runs once per upload (or model or video setting change); moving the threshold only relabels the kept
+result, per session. Uploads live in Gradio's per-upload cache folders, results in per-session state and timeline
+plots in per-request temporary folders: users share no files.
 """
 
 from __future__ import annotations
@@ -15,28 +17,44 @@ from typing import Any
 import gradio as gr
 
 from aletheia.io import IMAGE_EXTENSIONS, InputError
-from aletheia.serving.render import attention_overlay, draw_faces, face_label, shrink_for_display
+from aletheia.serving.render import (
+    attention_overlay,
+    draw_faces,
+    face_label,
+    shrink_for_display,
+    timeline_image,
+)
 from aletheia.serving.service import (
+    MAX_VIDEO_FRAMES,
     Detection,
     DetectionService,
     UnknownServedModelError,
+    VideoDetection,
+    is_video_upload,
     upload_name,
     with_threshold,
 )
+from aletheia.video import DEFAULT_NUM_FRAMES, TRACK_STRATEGIES, VIDEO_EXTENSIONS, VideoResult
 
 # The file picker offers these; Gradio refuses other extensions with its own message, and a file with a right
-# extension but bad contents gets load_image's message in the verdict area.
+# extension but bad contents gets load_image's (or the video reader's) message in the verdict area.
 IMAGE_FILE_TYPES = sorted(IMAGE_EXTENSIONS)
+VIDEO_FILE_TYPES = sorted(VIDEO_EXTENSIONS)
+# One label for both: a relabelled component would reach API clients as an update dict instead of the picture.
+PICTURE_LABEL = "Faces and their fake probability (a video: over time, a line per person)"
 ATTENTION_CAPTION = "where the network looked (attention map, not a map of what is fake)"
 # Thumbnails truncate long captions; the gallery's label carries the full caveat.
 ATTENTION_SHORT = "where it looked"
 INTRO = """# Aletheia deepfake detector
-Upload a photo. Every face found is boxed and given the model's **probability that it is fake**; a face at or above
-the threshold is called fake. The attention maps show where the network looked, not which pixels are fake.
-Scores are one model's estimate, not proof."""
-WAITING = "Upload a photo, or pick an example, to see the verdict."
+Upload a photo or a video. Every face found is boxed and given the model's **probability that it is fake**; a face
+at or above the threshold is called fake. In a video each person's faces are followed over the sampled frames and
+scored together; the video is called fake if anyone in it is. The attention maps show where the network looked,
+not which pixels are fake. Scores are one model's estimate, not proof."""
+WAITING = "Upload a photo or a video, or pick an example, to see the verdict."
+READ_ADVICE = "Upload a photo (JPEG, PNG, WebP, ...) or a video (MP4, MOV, WebM, MKV, AVI)."
 
-Outputs = tuple[Any, str, list[tuple[Any, str]], str | None, Detection | None]
+Kept = Detection | VideoDetection
+Outputs = tuple[Any, str, list[tuple[Any, str]], str | None, Kept | None]
 
 
 def verdict_markdown(detection: Detection) -> str:
@@ -62,7 +80,77 @@ def verdict_markdown(detection: Detection) -> str:
     return "\n".join(lines)
 
 
-def render_outputs(detection: Detection) -> Outputs:
+def video_verdict_markdown(detection: VideoDetection) -> str:
+    result = detection.result
+    name, threshold = result.path, result.threshold
+    sampled = len(result.frames)
+    if not result.tracks:
+        seen = sum(len(frame.faces) for frame in result.frames)
+        why = (
+            f"faces were seen only fleetingly ({seen} in all), too briefly to follow a person"
+            if seen
+            else "the detector found no face"
+        )
+        return (
+            f"### No face found\nIn the {sampled} sampled frame{'s' if sampled != 1 else ''} of `{name}` {why}, so "
+            "there is nothing to score. Try a video where the face is larger, lit from the front and in view "
+            "for a while, or sample more frames."
+        )
+    call = "likely **fake**" if result.label == "fake" else "likely **real**"
+    relation = "≥" if result.label == "fake" else "<"
+    people = len(result.tracks)
+    duration = f", {result.info.duration:.1f} s" if result.info else ""
+    lines = [
+        f"### Verdict: {call}",
+        f"Highest person score **{result.score:.3f}** {relation} threshold {threshold:.2f} "
+        f"(model `{result.model}`, {people} {'people' if people != 1 else 'person'} in {sampled} sampled frames"
+        f"{duration}, faces combined by `{result.strategy}`).",
+        "",
+        "| person | fake probability | seen in | call |",
+        "|---|---|---|---|",
+    ]
+    for track in result.tracks:
+        lines.append(
+            f"| {track.id} | {track.score:.3f} | {len(track.frames)} of {sampled} frames "
+            f"| {face_label(track.score, threshold)} |"
+        )
+    return "\n".join(lines)
+
+
+def video_gallery(result: VideoResult) -> list[tuple[Any, str]]:
+    """The kept face crops, person by person: the first captioned with the person's score and call, the others
+    with the face's own score and time."""
+    scores = {track.id: track.score for track in result.tracks}
+    by_track: dict[int, list[tuple[Any, str]]] = {}
+    for frame in result.frames:
+        for face in frame.faces:
+            if face.crop is None or face.track not in scores:
+                continue
+            shown = by_track.setdefault(face.track, [])
+            if not shown:
+                score = scores[face.track]
+                caption = f"person {face.track}: {score:.3f} {face_label(score, result.threshold)}"
+            else:
+                caption = f"person {face.track} at {frame.time:.1f} s: {face.score:.3f}"
+            shown.append((face.crop, caption))
+    return [item for track in sorted(by_track) for item in by_track[track]]
+
+
+def render_video_outputs(detection: VideoDetection) -> Outputs:
+    result = detection.result
+    as_json = json.dumps(result.to_json(), indent=2)
+    return (
+        timeline_image(result),
+        video_verdict_markdown(detection),
+        video_gallery(result),
+        as_json,
+        detection,
+    )
+
+
+def render_outputs(detection: Kept) -> Outputs:
+    if isinstance(detection, VideoDetection):
+        return render_video_outputs(detection)
     result = detection.result
     gallery: list[tuple[Any, str]] = []
     for number, face in enumerate(result.faces, start=1):
@@ -82,29 +170,67 @@ def _message(title: str, text: str) -> Outputs:
 def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -> gr.Blocks:
     """The Blocks app; it is served by mounting it on the FastAPI app (see server.build_app)."""
 
-    def analyse(path: str | None, model: str | None, threshold: float) -> Outputs:
+    def analyse(
+        path: str | None,
+        model: str | None,
+        threshold: float,
+        frames: float = DEFAULT_NUM_FRAMES,
+        strategy: str = "mean_logit",
+    ) -> Outputs:
         if not path:
             return None, WAITING, [], None, None
         name = upload_name(path)  # Gradio keeps the client's file name inside a per-upload folder
+        data = Path(path).read_bytes()
         try:
-            detection = service.detect(
-                Path(path).read_bytes(), name, model=model, threshold=threshold, return_attention=True
-            )
+            if is_video_upload(data, name):
+                video = service.detect_video(
+                    data,
+                    name,
+                    model=model,
+                    threshold=threshold,
+                    num_frames=int(frames),
+                    strategy=strategy,
+                    keep_crops=True,
+                )
+                return render_outputs(video)
+            detection = service.detect(data, name, model=model, threshold=threshold, return_attention=True)
         except InputError as exc:
-            return _message("Could not read this file", f"{exc}. Upload a photo (JPEG, PNG, WebP, ...).")
+            return _message("Could not read this file", f"{exc}. {READ_ADVICE}")
         except UnknownServedModelError as exc:
             return _message("Unknown model", str(exc))
+        except ValueError as exc:  # a setting out of range, sent by an API client rather than the widgets
+            return _message("Invalid setting", str(exc))
         # Sessions keep only a display-sized copy of the photo: a phone photo would hold ~70 MB for an hour.
         return render_outputs(Detection(shrink_for_display(detection.image), detection.result))
 
-    def change_model(path: str | None, model: str | None) -> tuple[Any, ...]:
+    def change_model(
+        path: str | None,
+        model: str | None,
+        frames: float = DEFAULT_NUM_FRAMES,
+        strategy: str = "mean_logit",
+    ) -> tuple[Any, ...]:
         # A model brings its own operating point: reset the slider to it, then rescore.
         threshold = service.default_threshold(model)
-        return threshold, *analyse(path, model, threshold)
+        return threshold, *analyse(path, model, threshold, frames, strategy)
 
-    def relabel(detection: Detection | None, threshold: float | None) -> Outputs:
+    def change_video_settings(
+        kept: Kept | None,
+        path: str | None,
+        model: str | None,
+        threshold: float,
+        frames: float,
+        strategy: str,
+    ) -> Outputs:
+        # Only a video depends on these: a photo's result stands.
+        if not isinstance(kept, VideoDetection):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return analyse(path, model, threshold, frames, strategy)
+
+    def relabel(detection: Kept | None, threshold: float | None) -> Outputs:
         if detection is None or threshold is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if isinstance(detection, VideoDetection):
+            return render_outputs(VideoDetection(with_threshold(detection.result, threshold)))
         return render_outputs(Detection(detection.image, with_threshold(detection.result, threshold)))
 
     with gr.Blocks(
@@ -113,7 +239,12 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Photo", file_types=IMAGE_FILE_TYPES, type="filepath", elem_id="photo")
+                upload = gr.File(
+                    label="Photo or video",
+                    file_types=IMAGE_FILE_TYPES + VIDEO_FILE_TYPES,
+                    type="filepath",
+                    elem_id="photo",
+                )
                 model = gr.Dropdown(
                     service.model_names, value=service.default_model, label="Model", elem_id="model"
                 )
@@ -126,12 +257,30 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
                     info="a face scoring at or above this is called fake (default: the model's own)",
                     elem_id="threshold",
                 )
+                with gr.Accordion("Video settings", open=False):
+                    frames = gr.Slider(
+                        1,
+                        MAX_VIDEO_FRAMES,
+                        value=DEFAULT_NUM_FRAMES,
+                        step=1,
+                        label="Frames to sample",
+                        info="evenly spaced over the video; more follow people better and take longer",
+                        elem_id="frames",
+                    )
+                    strategy = gr.Dropdown(
+                        list(TRACK_STRATEGIES),
+                        value="mean_logit",
+                        label="How a person's faces become one score",
+                        info="mean_logit: all faces count; confident: the DFDC winner's rule; max: the most "
+                        "fake-looking face",
+                        elem_id="track_strategy",
+                    )
                 if examples:
                     gr.Examples(
                         [[str(p)] for p in examples], inputs=[upload], label="Example photos (public domain)"
                     )
                 gallery = gr.Gallery(
-                    label=f"Face crops as the model sees them, and {ATTENTION_CAPTION}",
+                    label=f"Face crops as the model sees them, and {ATTENTION_CAPTION} (videos: a few per person)",
                     columns=2,
                     height="auto",
                     format="png",
@@ -141,7 +290,7 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             with gr.Column(scale=3):
                 verdict = gr.Markdown(WAITING, elem_id="verdict")
                 annotated = gr.Image(
-                    label="Faces and their fake probability",
+                    label=PICTURE_LABEL,
                     type="numpy",
                     interactive=False,
                     format="png",
@@ -153,8 +302,13 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         kept = gr.State(None, time_to_live=3600)
 
         outputs = [annotated, verdict, gallery, as_json, kept]
-        upload.change(analyse, [upload, model, threshold], outputs, api_name="detect")
-        model.input(change_model, [upload, model], [threshold, *outputs], api_name="change_model")
+        upload.change(analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect")
+        model.input(
+            change_model, [upload, model, frames, strategy], [threshold, *outputs], api_name="change_model"
+        )
+        video_settings = [kept, upload, model, threshold, frames, strategy]
+        frames.release(change_video_settings, video_settings, outputs, api_name="change_frames")
+        strategy.input(change_video_settings, video_settings, outputs, api_name="change_track_strategy")
         # Fires on programmatic updates too (change_model): harmless, relabelling is idempotent and cheap.
         threshold.change(
             relabel,

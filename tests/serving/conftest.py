@@ -14,8 +14,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASTRONAUT = REPO_ROOT / "examples" / "astronaut.jpg"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-# Small enough that the 413 tests stay quick, larger than every photo the tests send.
+# Small enough that the 413 tests stay quick, larger than every photo and video the tests send.
 TEST_MAX_UPLOAD_BYTES = 1024 * 1024
+# Frames sampled from test videos: enough for a track (two sightings), few enough to stay quick.
+TEST_VIDEO_FRAMES = 4
 
 
 @dataclass
@@ -34,6 +36,16 @@ def served_pipelines(b4_checkpoint: Path) -> dict:
         "b4": DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint),
         "b4-at-0.3": DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint, threshold=0.3),
     }
+
+
+@pytest.fixture(scope="session")
+def astronaut_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2 s clip (8 frames at 4 fps) of the astronaut moving right: one person, one track."""
+    from tests.test_video import _moving_astronaut, write_video
+
+    path = tmp_path_factory.mktemp("videos") / "walk.mp4"
+    write_video(path, _moving_astronaut(count=8), fps=4)
+    return path
 
 
 @pytest.fixture(scope="session")

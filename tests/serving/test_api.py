@@ -16,8 +16,11 @@ from PIL import Image
 
 from aletheia.cli import main as cli_main
 from aletheia.serving.api import MULTIPART_OVERHEAD_BYTES, UploadLimitMiddleware
+from aletheia.video import TRACK_STRATEGIES, VideoDetector
 
-from .conftest import ASTRONAUT, TEST_MAX_UPLOAD_BYTES, RunningServer
+from .conftest import ASTRONAUT, TEST_MAX_UPLOAD_BYTES, TEST_VIDEO_FRAMES, RunningServer
+
+FRAMES = str(TEST_VIDEO_FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +123,19 @@ def test_a_photo_without_a_face_is_not_an_error(http: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("name", "data", "form", "status", "message"),
     [
-        ("notes.txt", b"just some text, not a photo", {}, 415, "notes.txt: not a recognised image format"),
+        (
+            "notes.txt",
+            b"just some text, not a photo",
+            {},
+            415,
+            "notes.txt: not a recognised image format, nor a video",
+        ),
         ("page.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", {}, 415, "not a recognised image format"),
         ("cut.jpg", ASTRONAUT.read_bytes()[:4000], {}, 422, "cut.jpg: corrupt or truncated image"),
         ("empty.jpg", b"", {}, 422, "empty.jpg: the upload is empty"),
         ("huge.png", _png_header(20_000, 20_000), {}, 413, "huge.png: the image has too many pixels"),
         ("big.png", _png_header(10_000, 10_000), {}, 413, "too many pixels"),
+        ("huge.mp4", _png_header(20_000, 20_000), {}, 413, "huge.mp4: the image has too many pixels"),
         (
             "a.jpg",
             ASTRONAUT.read_bytes(),
@@ -154,6 +164,24 @@ def test_a_photo_without_a_face_is_not_an_error(http: httpx.Client) -> None:
             {"model": "gpt"},
             422,
             "unknown model 'gpt'; this server has: b4, b4-at-0.3",
+        ),
+        ("broken.mp4", b"this is not a video", {}, 422, "broken.mp4: not a recognised video format"),
+        ("empty.mp4", b"", {}, 422, "empty.mp4: the upload is empty"),
+        ("boxes.bin", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, {}, 422, "boxes.bin: "),
+        (
+            "a.jpg",
+            ASTRONAUT.read_bytes(),
+            {"frames": "0"},
+            422,
+            "frames: Input should be greater than or equal to 1",
+        ),
+        ("a.jpg", ASTRONAUT.read_bytes(), {"frames": "257"}, 422, "frames: Input should be less than"),
+        (
+            "a.jpg",
+            ASTRONAUT.read_bytes(),
+            {"track_strategy": "median"},
+            422,
+            "track_strategy: Input should be 'mean_logit', 'confident' or 'max'",
         ),
         (
             "too-big.jpg",
@@ -240,7 +268,68 @@ def test_an_internal_failure_is_a_500_without_a_stack_trace(
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
-def test_openapi_docs_describe_the_real_response(http: httpx.Client) -> None:
+def test_a_video_upload_returns_the_cli_video_json(
+    http: httpx.Client, server: RunningServer, astronaut_video: Path
+) -> None:
+    response = _post(http, "walk.mp4", astronaut_video.read_bytes(), frames=FRAMES)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    detector = VideoDetector(server.pipelines["b4"], num_frames=TEST_VIDEO_FRAMES)
+    assert body == detector.predict(astronaut_video, path="walk.mp4").to_json()
+    assert (body["kind"], body["path"], len(body["frames"]), len(body["tracks"])) == (
+        "video",
+        "walk.mp4",
+        4,
+        1,
+    )
+    assert body["label"] in ("fake", "real") and body["threshold"] == 0.5
+
+
+def test_a_video_is_told_by_its_contents_and_a_photo_wins_over_its_name(
+    http: httpx.Client, astronaut_video: Path
+) -> None:
+    unnamed = _post(http, "upload", astronaut_video.read_bytes(), frames="2")
+    assert (unnamed.status_code, unnamed.json()["kind"], unnamed.json()["path"]) == (200, "video", "upload")
+    assert len(unnamed.json()["frames"]) == 2
+    photo = _post(http, "photo.mp4", ASTRONAUT.read_bytes())
+    assert (photo.status_code, photo.json()["kind"]) == (200, "image")
+
+
+def test_a_video_threshold_and_track_strategy_are_per_request(
+    http: httpx.Client, server: RunningServer, astronaut_video: Path
+) -> None:
+    data = astronaut_video.read_bytes()
+    fake = _post(http, "walk.mp4", data, frames=FRAMES, threshold="0").json()
+    real = _post(http, "walk.mp4", data, frames=FRAMES, threshold="1").json()
+    assert (fake["label"], fake["threshold"], real["label"], real["threshold"]) == ("fake", 0.0, "real", 1.0)
+    assert (
+        fake["score"] == real["score"]
+        and fake["tracks"] == real["tracks"]
+        and fake["frames"] == real["frames"]
+    )
+    assert server.pipelines["b4"].threshold == 0.5, (
+        "a request's threshold must not leak into the shared pipeline"
+    )
+    assert _post(http, "walk.mp4", data, frames=FRAMES, model="b4-at-0.3").json()["threshold"] == 0.3
+    highest = _post(http, "walk.mp4", data, frames=FRAMES, track_strategy="max").json()
+    assert highest["score"] >= fake["score"], "the most fake-looking face scores at least the mean logit"
+
+
+def test_a_truncated_video_is_a_422(http: httpx.Client, astronaut_video: Path) -> None:
+    data = astronaut_video.read_bytes()
+    response = _post(http, "cut.mp4", data[: len(data) // 2], frames=FRAMES)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("cut.mp4: ")
+
+
+def test_the_api_offers_every_track_strategy(http: httpx.Client) -> None:
+    spec = http.get("/api/v1/openapi.json").json()
+    form = spec["paths"]["/api/v1/detect"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
+    assert schema["properties"]["track_strategy"]["enum"] == list(TRACK_STRATEGIES)
+
+
+def test_openapi_docs_describe_the_real_response(http: httpx.Client, astronaut_video: Path) -> None:
     spec = http.get("/api/v1/openapi.json").json()
     assert {"/api/v1/detect", "/api/v1/health", "/api/v1/models"} <= set(spec["paths"])
     detect = spec["paths"]["/api/v1/detect"]["post"]
@@ -249,5 +338,10 @@ def test_openapi_docs_describe_the_real_response(http: httpx.Client) -> None:
     sample = _post(http, "a.jpg", ASTRONAUT.read_bytes()).json()
     assert set(schemas["DetectResult"]["properties"]) == set(sample)
     assert set(schemas["Face"]["properties"]) == set(sample["faces"][0])
+    video = _post(http, "walk.mp4", astronaut_video.read_bytes(), frames="2").json()
+    assert set(schemas["VideoDetectResult"]["properties"]) == set(video)
+    assert set(schemas["VideoFrame"]["properties"]) == set(video["frames"][0])
+    assert set(schemas["VideoFace"]["properties"]) == set(video["frames"][0]["faces"][0])
+    assert set(schemas["Track"]["properties"]) == set(video["tracks"][0])
     docs = http.get("/api/v1/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -106,3 +106,19 @@ def test_threshold_slider_and_bad_file_in_the_browser(page: object, tmp_path: Pa
     expect(verdict).to_contain_text("Could not read this file")
     expect(verdict).to_contain_text("cut.jpg: corrupt or truncated image")
     _screenshot(page, "webapp-bad-file.png")
+
+
+def test_upload_a_video_and_read_the_people(page: object, astronaut_video: Path) -> None:
+    # The clip has 8 frames, so the default 32 samples are all of them: one person, followed throughout.
+    page.locator("#photo input[type=file]").set_input_files(str(astronaut_video))
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("Verdict", timeout=120_000)
+    text = verdict.inner_text()
+    assert "1 person in" in text and re.search(r"\b0\s+\d\.\d{3}\s+\d+ of \d+ frames\s+(fake|real)", text), (
+        text
+    )
+    expect(page.locator("#annotated img")).to_be_visible()
+    captions = page.locator("#faces .caption-label").all_inner_texts()
+    assert captions and captions[0].startswith("person 0: "), captions
+    _screenshot(page, "webapp-video.png")
+    assert page.outside_requests == []

@@ -11,9 +11,11 @@ from aletheia.serving.render import (
     attention_overlay,
     draw_faces,
     shrink_for_display,
+    timeline_image,
 )
-from aletheia.serving.service import Detection
-from aletheia.serving.webapp import render_outputs, verdict_markdown
+from aletheia.serving.service import Detection, VideoDetection
+from aletheia.serving.webapp import render_outputs, verdict_markdown, video_verdict_markdown
+from aletheia.video import FrameResult, TrackResult, VideoFace, VideoInfo, VideoResult
 
 
 def _result(scores: list[float], threshold: float = 0.5, size: int = 400) -> ImageResult:
@@ -81,3 +83,54 @@ def test_verdict_and_gallery_text() -> None:
     assert '"label": "fake"' in as_json and kept is detection
     empty = Detection(np.zeros((10, 10, 3), np.uint8), ImageResult("blank.png", 0.5, "m.pth"))
     assert "No face found" in verdict_markdown(empty) and "blank.png" in verdict_markdown(empty)
+
+
+def _video(threshold: float = 0.5) -> VideoResult:
+    """Two people over three sampled frames: person 0 real-looking, person 1 fake-looking; one stray face."""
+    frames = []
+    for i in range(3):
+        faces = [
+            VideoFace(np.array([10, 10, 60, 60.0]), np.zeros((6, 2)), 0.9, score=0.2, track=0),
+            VideoFace(np.array([100, 10, 150, 60.0]), np.zeros((6, 2)), 0.9, score=0.8, track=1),
+        ]
+        faces[1].crop = np.full((224, 224, 3), 50 * i, np.uint8)
+        if i == 0:
+            faces[0].crop = np.zeros((224, 224, 3), np.uint8)
+            faces.append(VideoFace(np.array([0, 0, 5, 5.0]), np.zeros((6, 2)), 0.8, score=0.99))
+        frames.append(FrameResult(index=5 * i, time=0.5 * i, faces=faces))
+    tracks = [TrackResult(0, 0.2, [0, 5, 10]), TrackResult(1, 0.8, [0, 5, 10])]
+    info = VideoInfo(320, 240, 10.0, 1.5, 15, 0, "h264")
+    return VideoResult("clip.mp4", threshold, "m.pth", frames, tracks, info=info)
+
+
+def test_video_verdict_gallery_and_timeline() -> None:
+    detection = VideoDetection(_video())
+    text = video_verdict_markdown(detection)
+    assert (
+        "likely **fake**" in text and "**0.800** ≥ threshold 0.50" in text and "2 people in 3 sampled" in text
+    )
+    assert "| 0 | 0.200 | 3 of 3 frames | real |" in text and "| 1 | 0.800 | 3 of 3 frames | fake |" in text
+    timeline, verdict, gallery, as_json, kept = render_outputs(detection)
+    assert timeline.shape == (320, 800, 3) and timeline.dtype == np.uint8 and verdict == text
+    assert [caption for _, caption in gallery] == [
+        "person 0: 0.200 real",
+        "person 1: 0.800 fake",
+        "person 1 at 0.5 s: 0.800",
+        "person 1 at 1.0 s: 0.800",
+    ]
+    assert '"kind": "video"' in as_json and kept is detection
+    relabelled = video_verdict_markdown(VideoDetection(_video(threshold=0.9)))
+    assert "likely **real**" in relabelled and "| 1 | 0.800 | 3 of 3 frames | real |" in relabelled
+    assert not np.array_equal(timeline_image(_video(threshold=0.9)), timeline), "the threshold line moves"
+
+
+def test_a_video_without_a_person_says_why() -> None:
+    stray = _video()
+    stray.tracks = []
+    assert "faces were seen only fleetingly (7 in all)" in video_verdict_markdown(VideoDetection(stray))
+    empty = VideoResult("blank.mp4", 0.5, "m.pth", [FrameResult(0, 0.0)])
+    text = video_verdict_markdown(VideoDetection(empty))
+    assert (
+        text.startswith("### No face found")
+        and "1 sampled frame of `blank.mp4` the detector found no face" in text
+    )

@@ -14,12 +14,14 @@ from aletheia.io import InputError
 from aletheia.serving.service import (
     DetectionService,
     UnknownServedModelError,
+    is_video_upload,
     load_pipelines,
+    looks_like_video,
     upload_name,
     with_threshold,
 )
 
-from .conftest import ASTRONAUT
+from .conftest import ASTRONAUT, TEST_VIDEO_FRAMES
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +103,51 @@ def test_no_spec_means_the_bundled_default_model(
     monkeypatch.setattr(loader, "DEFAULT_MODEL", tmp_path / "absent.pth")
     with pytest.raises(CheckpointError, match="no model given"):
         load_pipelines([])
+
+
+def test_videos_are_told_by_contents_first_then_by_name(astronaut_video: Path, tmp_path: Path) -> None:
+    from tests.test_video import CODECS, numbered_video
+
+    for suffix in CODECS:  # every container the server reads, under a name that does not say so
+        data = numbered_video(tmp_path / f"n{suffix}", count=3).read_bytes()
+        assert looks_like_video(data) and is_video_upload(data, "upload"), suffix
+    photo = ASTRONAUT.read_bytes()
+    assert not is_video_upload(photo, "a.jpg") and not is_video_upload(photo, "photo.mp4")
+    assert is_video_upload(b"garbage", "clip.MOV") and is_video_upload(b"", "clip.mp4")
+    assert not is_video_upload(b"garbage", "notes.txt") and not looks_like_video(b"")
+
+
+def test_video_threshold_is_per_request_and_crops_line_up_with_faces(
+    service: DetectionService, astronaut_video: Path
+) -> None:
+    data = astronaut_video.read_bytes()
+    pipeline = service.pipelines["b4"]
+    low = service.detect_video(data, "walk.mp4", threshold=0.0, num_frames=TEST_VIDEO_FRAMES, keep_crops=True)
+    high = with_threshold(low.result, 1.0)
+    assert (low.result.label, high.label, low.result.threshold) == ("fake", "real", 0.0)
+    assert high.tracks == low.result.tracks and pipeline.threshold == 0.5
+    faces = [face for frame in low.result.frames for face in frame.faces]
+    kept = [face for face in faces if face.crop is not None]
+    assert 1 <= len(kept) <= 3 * len(low.result.tracks) and all(f.track is not None for f in kept)
+    for face in kept:  # each crop is the one its logit came from
+        assert pipeline.logits(face.crop[None])[0] == pytest.approx(face.logit, abs=1e-4)
+    plain = service.detect_video(data, "walk.mp4", num_frames=TEST_VIDEO_FRAMES).result
+    assert all(face.crop is None for frame in plain.frames for face in frame.faces)
+    assert plain.threshold == 0.5 and plain.to_json()["tracks"] == low.result.to_json()["tracks"]
+    assert service.detect_video(data, "w.mp4", model="b4-at-0.3", num_frames=2).result.threshold == 0.3
+
+
+def test_bad_videos_and_video_settings_are_refused(service: DetectionService, astronaut_video: Path) -> None:
+    data = astronaut_video.read_bytes()
+    with pytest.raises(InputError, match=r"^cut\.mp4: not a recognised video format"):
+        service.detect_video(data[:2000], "cut.mp4")
+    with pytest.raises(InputError, match=r"^empty\.mp4: the upload is empty"):
+        service.detect_video(b"", "empty.mp4")
+    with pytest.raises(ValueError, match="frames must be between 1 and 256"):
+        service.detect_video(data, "walk.mp4", num_frames=0)
+    with pytest.raises(ValueError, match="unknown track strategy 'median'"):
+        service.detect_video(data, "walk.mp4", strategy="median")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        service.detect_video(data, "walk.mp4", threshold=-0.5)
+    with pytest.raises(UnknownServedModelError, match="b4, b4-at-0.3"):
+        service.detect_video(data, "walk.mp4", model="nope")

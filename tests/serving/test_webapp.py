@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from .conftest import ASTRONAUT, RunningServer
+from .conftest import ASTRONAUT, TEST_VIDEO_FRAMES, RunningServer
 
 
 @pytest.fixture
@@ -22,6 +22,12 @@ def client(server: RunningServer) -> Client:
 
 def _detect(client: Client, path: Path, model: str = "b4", threshold: float = 0.5) -> tuple:
     return client.predict(handle_file(str(path)), model, threshold, api_name="/detect")
+
+
+def _detect_video(client: Client, path: Path, threshold: float = 0.5, strategy: str = "mean_logit") -> tuple:
+    return client.predict(
+        handle_file(str(path)), "b4", threshold, TEST_VIDEO_FRAMES, strategy, api_name="/detect"
+    )
 
 
 def test_round_trip_shows_boxes_scores_crops_and_attention(client: Client, server: RunningServer) -> None:
@@ -79,10 +85,63 @@ def test_bad_files_get_clear_messages(client: Client, tmp_path: Path) -> None:
         _detect(client, text)
 
 
+def test_video_round_trip_shows_verdict_tracks_timeline_and_crops(
+    client: Client, server: RunningServer, astronaut_video: Path
+) -> None:
+    timeline, verdict, gallery, as_json = _detect_video(client, astronaut_video)
+    result = json.loads(as_json)
+    assert (result["kind"], result["path"], len(result["frames"])) == ("video", "walk.mp4", TEST_VIDEO_FRAMES)
+    expected = server.service.detect_video(
+        astronaut_video.read_bytes(), "walk.mp4", num_frames=TEST_VIDEO_FRAMES
+    ).result
+    assert result == expected.to_json(), "the app shows the REST/CLI JSON, named by the upload"
+    (track,) = expected.tracks
+    assert f"**{track.score:.3f}**" in verdict and "1 person in 4 sampled frames" in verdict
+    assert f"| 0 | {track.score:.3f} | {len(track.frames)} of 4 frames | {expected.label} |" in verdict
+    assert np.asarray(Image.open(timeline)).shape == (320, 800, 3), "the timeline plot"
+    captions = [item["caption"] for item in gallery]
+    assert captions[0] == f"person 0: {track.score:.3f} {expected.label}"
+    assert len(captions) == min(3, len(track.frames)), "first, middle and last sighting of each person"
+    assert all(c.startswith("person 0 at ") for c in captions[1:])
+    assert all(np.asarray(Image.open(item["image"])).shape == (224, 224, 3) for item in gallery)
+
+
+def test_threshold_relabels_a_video_without_rescoring(client: Client, astronaut_video: Path) -> None:
+    _detect_video(client, astronaut_video)
+    _, verdict_low, gallery_low, json_low = client.predict(0.0, api_name="/relabel")
+    _, verdict_high, gallery_high, json_high = client.predict(1.0, api_name="/relabel")
+    assert "likely **fake**" in verdict_low and "likely **real**" in verdict_high
+    assert gallery_low[0]["caption"].endswith("fake") and gallery_high[0]["caption"].endswith("real")
+    low, high = json.loads(json_low), json.loads(json_high)
+    assert (low["threshold"], high["threshold"], low["label"], high["label"]) == (0.0, 1.0, "fake", "real")
+    assert low["score"] == high["score"] and low["tracks"] == high["tracks"]
+
+
+def test_video_settings_rescore_a_video_and_leave_a_photo_alone(
+    client: Client, astronaut_video: Path
+) -> None:
+    _detect_video(client, astronaut_video)
+    _, _, _, as_json = client.predict(
+        handle_file(str(astronaut_video)), "b4", 0.5, 2, "max", api_name="/change_frames"
+    )
+    assert len(json.loads(as_json)["frames"]) == 2
+    _detect(client, ASTRONAUT)
+    unchanged = client.predict(handle_file(str(ASTRONAUT)), "b4", 0.5, 2, "max", api_name="/change_frames")
+    assert all(output == {"__type__": "update"} for output in unchanged), "a photo's result stands (skipped)"
+
+
+def test_a_corrupt_video_gets_a_clear_message(client: Client, tmp_path: Path, astronaut_video: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(astronaut_video.read_bytes()[:2000])
+    timeline, verdict, gallery, as_json = _detect_video(client, cut)
+    assert verdict.startswith("### Could not read this file") and "cut.mp4: not a recognised video" in verdict
+    assert (timeline, gallery, as_json) == (None, [], None)
+
+
 def test_cleared_upload_resets_the_page(client: Client) -> None:
     assert client.predict(None, "b4", 0.5, api_name="/detect") == (
         None,
-        "Upload a photo, or pick an example, to see the verdict.",
+        "Upload a photo or a video, or pick an example, to see the verdict.",
         [],
         None,
     )
