@@ -62,11 +62,14 @@ def _median_ms(fn, repeats: int) -> float:
 def worker(mode: str, checkpoint: str, image_path: str, repeats: int, backend: str) -> dict:
     import torch
 
+    from aletheia.faces.extract import FaceDetector
     from aletheia.io import load_image
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    kwargs = {"backend": backend} if backend != "torch" else {}
-    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, **kwargs)
+    # The baseline is the original demo's way: BlazeFace and the classifier in eager torch, one face at a time.
+    detector_backend = "torch" if mode == "baseline" else "auto"
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, backend=backend)
+    pipeline.detector = FaceDetector(backend=detector_backend)
     image = load_image(image_path)
     faces = pipeline.detector.detect(image)
     crops = np.stack([pipeline.predict(image).faces[i].crop for i in range(len(faces))]) if faces else None

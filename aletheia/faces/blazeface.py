@@ -330,16 +330,9 @@ class BlazeFaceDetector:
         if backend == "torch":
             self.model = _shipped_model().to(self.device)
         else:
-            import onnxruntime as ort
+            from aletheia.onnxrt import cpu_session
 
-            options = ort.SessionOptions()
-            # Follow torch's thread setting, as the classifier's session does, so tuned processes are not
-            # oversubscribed.
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._session = ort.InferenceSession(
-                str(blazeface_onnx_path()), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(blazeface_onnx_path())
         self.anchors = generate_anchors(self.INPUT_SIZE)
 
     def _check(self, images: np.ndarray) -> np.ndarray:

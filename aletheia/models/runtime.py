@@ -194,13 +194,9 @@ class OnnxClassifier(CompiledClassifier):
     def __init__(
         self, path: str | os.PathLike[str], config: ModelConfig, num_threads: int | None = None
     ) -> None:
-        import onnxruntime as ort
+        from aletheia.onnxrt import cpu_session
 
-        options = ort.SessionOptions()
-        # Follow torch's thread setting so a process tuned for torch (tests, servers) is not oversubscribed.
-        options.intra_op_num_threads = num_threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, num_threads)
         super().__init__(path, config, [o.name for o in self.session.get_outputs()])
 
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
