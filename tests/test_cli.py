@@ -113,7 +113,14 @@ def test_detect_csv_table_threshold_and_assume_face(b4_checkpoint: Path, tmp_pat
         (["weights", "download", "NoSuchWeights"], "unknown weights"),
     ],
 )
-def test_usage_errors_exit_2_with_a_message(args: list[str], message: str, capsys) -> None:
+def test_usage_errors_exit_2_with_a_message(
+    args: list[str], message: str, capsys, monkeypatch, tmp_path
+) -> None:
+    from aletheia.models import loader
+
+    monkeypatch.setattr(
+        loader, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth"
+    )  # as before one is trained
     if "cuda" in args:
         import torch
 
@@ -189,16 +196,17 @@ def test_faces_command_writes_boxes_and_crops(tmp_path: Path, capsys) -> None:
     assert broken["faces"] == [] and "bad.jpg" in broken["error"]
 
 
-def test_serve_without_any_model_is_a_usage_error(capsys) -> None:
-    from aletheia.models.loader import DEFAULT_MODEL
+def test_serve_without_any_model_is_a_usage_error(capsys, monkeypatch, tmp_path) -> None:
+    from aletheia.models import loader
 
-    if DEFAULT_MODEL.is_file():
-        pytest.skip("a default model is bundled")
+    monkeypatch.setattr(loader, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth")
     assert main(["serve", "--port", "0"]) == 2
     assert "no default model" in capsys.readouterr().err
 
 
-def test_detect_mixes_images_and_videos_and_plots_timelines(b4_checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_detect_mixes_images_and_videos_and_plots_timelines(
+    b4_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
     from tests.test_video import _moving_astronaut, write_video
 
     folder = tmp_path / "media"
@@ -216,3 +224,14 @@ def test_detect_mixes_images_and_videos_and_plots_timelines(b4_checkpoint: Path,
     assert video["score"] == video["tracks"][0]["score"] and video["label"] in ("fake", "real")
     assert broken["label"] == "error" and broken["error"]
     assert [p.name for p in plots.glob("*.png")] == ["00001_b.png"]
+
+
+def test_detect_uses_the_bundled_default_model(capsys) -> None:
+    from aletheia.models.loader import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no default model bundled in this checkout")
+    assert main(["detect", str(ASTRONAUT), "--no-progress"]) == 0
+    (record,) = _lines(capsys.readouterr().out)
+    assert record["model"] == DEFAULT_MODEL.name and record["label"] in ("real", "fake")
+    assert record["threshold"] != 0.5  # the calibrated threshold stored with the model

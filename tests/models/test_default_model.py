@@ -1,0 +1,36 @@
+"""The bundled default model: small enough to ship, calibrated, the same scores on every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aletheia.models.loader import DEFAULT_MODEL
+
+ASTRONAUT = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
+pytestmark = pytest.mark.skipif(
+    not DEFAULT_MODEL.is_file(), reason="no default model bundled in this checkout"
+)
+
+
+def test_bundled_weights_are_small_calibrated_and_documented() -> None:
+    assert DEFAULT_MODEL.stat().st_size <= 30 * 2**20
+    saved = torch.load(DEFAULT_MODEL, weights_only=True)
+    assert saved["architecture"] == "EfficientNetAutoAttLite0"
+    assert 0.0 < saved["threshold"] < 1.0 and saved["temperature"] > 0
+    assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
+
+
+def test_default_model_scores_match_across_backends_and_call_the_astronaut_real() -> None:
+    from aletheia import DeepfakeDetectorPipeline
+
+    results = {
+        b: DeepfakeDetectorPipeline(backend=b).predict(ASTRONAUT) for b in ("torch", "onnx", "openvino")
+    }
+    scores = {b: [f.score for f in r.faces] for b, r in results.items()}
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-4)
+    np.testing.assert_allclose(scores["openvino"], scores["torch"], atol=1e-4)
+    assert results["onnx"].label == "real"  # a real (public-domain NASA) photo
