@@ -25,25 +25,51 @@ def split_by_group(faces: pd.DataFrame, val_fraction: float, seed: int) -> tuple
     return faces[~is_val].reset_index(drop=True), faces[is_val].reset_index(drop=True)
 
 
+def sampling_weights(labels: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample draw probabilities giving each class half the draws and, with `groups` (e.g. methods), each group
+    an equal share of its class's half, so one big source cannot stand for a whole class."""
+    groups = np.zeros(len(labels), dtype=int) if groups is None else np.asarray(groups)
+    weights = np.zeros(len(labels))
+    for label in (0, 1):
+        in_class = labels == label
+        names = np.unique(groups[in_class])
+        for name in names:
+            members = in_class & (groups == name)
+            weights[members] = 0.5 / len(names) / members.sum()
+    return weights / weights.sum()
+
+
 def epoch_indices(
-    labels: np.ndarray, balance: str, epoch: int, seed: int, length: int | None = None
+    labels: np.ndarray,
+    balance: str,
+    epoch: int,
+    seed: int,
+    length: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """The sample order for one epoch. `sampler` draws real and fake equally often (with replacement for the
-    smaller class), so the loss is not dominated by the larger class; `none` is a plain shuffle."""
+    smaller class), so the loss is not dominated by the larger class; `method` also gives every method (source of
+    reals, manipulation of fakes) an equal share of its class; `none` is a plain shuffle."""
     rng = np.random.default_rng([seed, epoch])
     n = len(labels) if length is None else length
     if balance == "none":
         return rng.permutation(len(labels))[:n]
-    weights = np.where(labels == 1, 0.5 / max(1, (labels == 1).sum()), 0.5 / max(1, (labels == 0).sum()))
-    return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
+    weights = sampling_weights(labels, groups if balance == "method" else None)
+    return rng.choice(len(labels), size=n, replace=True, p=weights)
 
 
 def mix_in_self_blended(
-    order: np.ndarray, labels: np.ndarray, fraction: float, epoch: int, seed: int
+    order: np.ndarray,
+    labels: np.ndarray,
+    fraction: float,
+    epoch: int,
+    seed: int,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Replace `fraction` of the fake draws by self-blended pseudo-fakes of random real faces.
 
     Index i < n is face i as it is; index n + j is a pseudo-fake made from real face j (see FaceCropDataset).
+    The real faces are drawn with `weights` (e.g. balanced by source), so every real source also appears as fake.
     """
     if fraction <= 0:
         return order
@@ -51,7 +77,8 @@ def mix_in_self_blended(
     reals = np.flatnonzero(labels == 0)
     order = order.copy()
     swap = (labels[order] == 1) & (rng.random(len(order)) < fraction)
-    order[swap] = len(labels) + rng.choice(reals, size=int(swap.sum()))
+    p = None if weights is None else weights[reals] / weights[reals].sum()
+    order[swap] = len(labels) + rng.choice(reals, size=int(swap.sum()), p=p)
     return order
 
 

@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )
-    balance: Literal["sampler", "none"] = "sampler"
+    balance: Literal["sampler", "method", "none"] = "sampler"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     exclude_methods: list[str] = Field(
         default_factory=list, description="methods left out of training entirely"

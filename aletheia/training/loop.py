@@ -23,7 +23,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from aletheia.data.augment import to_tensor, training_augmentation
-from aletheia.data.dataset import FaceCropDataset, epoch_indices, mix_in_self_blended, split_by_group
+from aletheia.data.dataset import (
+    FaceCropDataset,
+    epoch_indices,
+    mix_in_self_blended,
+    split_by_group,
+)
 from aletheia.data.prepare import load_faces
 from aletheia.evaluation import binary_metrics
 from aletheia.models.checkpoints import load_checkpoint, load_state_dict_file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from aletheia.data.dataset import mix_in_self_blended
 from aletheia.data.self_blend import blend_mask, self_blend
@@ -41,3 +42,20 @@ def test_mixing_replaces_only_fake_draws_with_real_sources() -> None:
     assert 0.4 < replaced[labels[order] == 1].mean() < 0.6
     assert set(mixed[replaced] - len(labels)) <= {0, 1, 2}  # made from real faces
     assert (mix_in_self_blended(order, labels, 0.0, 0, 0) == order).all()
+
+
+def test_method_balanced_weights_give_every_source_an_equal_share() -> None:
+    from aletheia.data.dataset import epoch_indices, sampling_weights
+
+    labels = np.array([0] * 90 + [0] * 10 + [1] * 20)
+    methods = np.array(["utk"] * 90 + ["ffpp"] * 10 + ["deepfakes"] * 20)
+    weights = sampling_weights(labels, methods)
+    assert weights[:90].sum() == pytest.approx(0.25) and weights[90:100].sum() == pytest.approx(0.25)
+    assert weights[100:].sum() == pytest.approx(0.5)
+    order = epoch_indices(labels, "method", epoch=0, seed=0, length=4000, groups=methods)
+    assert 0.2 < (order >= 90).mean() - (order >= 100).mean() < 0.3  # the small real source: about a quarter
+    plain = epoch_indices(labels, "sampler", epoch=0, seed=0, length=4000, groups=methods)
+    assert ((plain >= 90) & (plain < 100)).mean() < 0.1  # class balance alone leaves it at 5% of draws
+    mixed = mix_in_self_blended(order, labels, 1.0, 0, 0, weights)
+    sources = mixed[mixed >= len(labels)] - len(labels)
+    assert 0.4 < (sources >= 90).mean() < 0.6  # pseudo-fakes come from both real sources alike
