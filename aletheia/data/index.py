@@ -147,7 +147,18 @@ def index_real_fake_folders(root: Path) -> pd.DataFrame:
                 if label == "fake" and len(relative) > 1
                 else ("original" if label == "real" else "unknown")
             )
-            rows.append([str(path.resolve()), label, method, root.name, _default_group(path), kind])
+            # A file name shared by real/ and fake/ (person3.jpg and fake/blur/person3.jpg) is one subject: one group.
+            group = _default_group(path)
+            rows.append(
+                [
+                    str(path.resolve()),
+                    label,
+                    method,
+                    root.name,
+                    group if group.startswith("ffpp-") else path.stem,
+                    kind,
+                ]
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

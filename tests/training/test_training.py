@@ -197,3 +197,11 @@ def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
     # With a 0% target, no validation real face may be flagged at the stored threshold.
     val = pd.read_csv(run / "val_faces.csv")
     assert saved["calibration"]["at_threshold"]["fpr"] in (0.0, None) or len(val[val["label"] == "real"]) == 0
+
+
+def test_folder_layout_groups_a_subject_across_real_and_fake(tiny_dataset: Path) -> None:
+    from aletheia.data.index import index_dataset
+
+    table = index_dataset(tiny_dataset)
+    person3 = table[table["group"] == "person3"]
+    assert sorted(person3["label"]) == ["fake", "real"]  # so the split keeps both on one side
