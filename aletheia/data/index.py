@@ -162,6 +162,16 @@ def index_real_fake_folders(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def index_extra_real(folder: Path) -> pd.DataFrame:
+    """Every image or video under `folder` as a real sample (extra real faces to balance the classes)."""
+    rows = [
+        [str(p.resolve()), "real", "original", f"extra-{folder.name}", _default_group(p), _kind(p)]
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and _kind(p) is not None
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
 def index_dataset(location: str | Path) -> pd.DataFrame:
     """Index a labels CSV or a dataset folder in any of the layouts above."""
     location = Path(location)

@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from aletheia.data.index import index_dataset
+from aletheia.data.index import index_dataset, index_extra_real
 from aletheia.faces.extract import FaceDetector, FacePolicy, crop_face
 from aletheia.io import InputError, load_image
 
@@ -57,24 +57,11 @@ class PrepareConfig:
 def build_index(config: PrepareConfig) -> pd.DataFrame:
     """All inputs to prepare: the datasets' indexes plus extra real faces."""
     tables = [index_dataset(d) for d in config.datasets]
-    for folder in config.extra_real:
-        table = index_dataset_folder_as_real(Path(folder))
-        tables.append(table)
+    tables += [index_extra_real(Path(folder)) for folder in config.extra_real]
     table = pd.concat(tables, ignore_index=True).drop_duplicates("path")
     if config.limit is not None:
         table = table.sample(n=min(config.limit, len(table)), random_state=0).sort_index()
     return table.reset_index(drop=True)
-
-
-def index_dataset_folder_as_real(folder: Path) -> pd.DataFrame:
-    from aletheia.data.index import COLUMNS, _default_group, _kind
-
-    rows = [
-        [str(p.resolve()), "real", "original", f"extra-{folder.name}", _default_group(p), _kind(p)]
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and _kind(p) is not None
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 # -- worker side -------------------------------------------------------------------------------------------------
