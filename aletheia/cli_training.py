@@ -38,6 +38,7 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-val-samples", type=int)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (e.g. 1 each for two runs side by side)")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None)
     _runs_root(p)
 
@@ -140,7 +141,7 @@ def _config_values(args: argparse.Namespace) -> dict:
     from aletheia.training.config import TrainConfig
 
     keys = ["data", "output", "model", "init_checkpoint", "epochs", "batch_size", "lr", "augment_strength",
-            "equalise_quality", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "resume"]  # fmt: skip
+            "equalise_quality", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "resume"]  # fmt: skip
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
     config = config.model_copy(update={"data": [str(Path(d).resolve()) for d in config.data],

@@ -50,7 +50,9 @@ class DeepfakeDetectorPipeline:
         backend: str = "auto",
     ) -> None:
         self.device = torch.device(device)
-        model, self.config, self.model_label = load_classifier(model_name, model_checkpoint, device=self.device)
+        model, self.config, self.model_label = load_classifier(
+            model_name, model_checkpoint, device=self.device
+        )
         # ONNX Runtime is 2.5-7x faster than eager torch on a CPU, with the same scores (tests/models/test_runtime.py).
         self.backend = ("onnx" if self.device.type == "cpu" else "torch") if backend == "auto" else backend
         self.classifier = compile_classifier(model, self.config, self.backend)

@@ -13,6 +13,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from pathlib import Path  # noqa: E402
 
 import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -22,11 +23,24 @@ def training_augmentation(strength: float = 1.0, equalise_quality: bool = False)
     """Flip; brightness/contrast or hue/saturation/value; ISO or Gaussian noise; downscale 0.7-0.9; JPEG 50-99.
 
     `strength` scales every probability (0 disables augmentation), so a grid search can tune it.
-    `equalise_quality` resamples (0.5-1.0) and JPEG re-encodes (60-95) every crop, real and fake alike, so sources
-    that differ in resolution or compression cannot be told apart by those alone.
+    `equalise_quality` moves every crop, real and fake alike, to a random point of a common quality range (resampled
+    to 35-70%, blurred or sharpened, then JPEG 60-95), so sources that differ in resolution, sharpness or compression
+    cannot be told apart by those alone: the dev data's real faces are all soft and its only sharp faces are
+    StyleGAN3 fakes, so without this a sharp real photo reads as fake.
     """
     p = float(np.clip(strength, 0.0, 1.0))
-    equalise = [A.Downscale(scale_range=(0.5, 1.0), p=0.8), A.ImageCompression(quality_range=(60, 95), p=1.0)]
+    natural_resampling = {"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}
+    equalise = [
+        A.OneOf(
+            [
+                A.Downscale(scale_range=(0.35, 0.7), interpolation_pair=natural_resampling),
+                A.GaussianBlur(sigma_limit=(0.5, 1.5)),
+                A.Sharpen(alpha=(0.2, 0.5), lightness=(0.9, 1.1)),
+            ],
+            p=0.9,
+        ),
+        A.ImageCompression(quality_range=(60, 95), p=1.0),
+    ]
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5 * p),

@@ -82,6 +82,28 @@ def mix_in_self_blended(
     return order
 
 
+def balance_groups(faces: pd.DataFrame) -> np.ndarray:
+    """What `balance: method` evens out: the source of each real face, the manipulation method of each fake."""
+    is_fake = (faces["label"] == "fake").to_numpy()
+    return np.where(is_fake, "fake: " + faces["method"].astype(str), "real: " + faces["source"].astype(str))
+
+
+def epoch_order(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    balance: str,
+    self_blend: float,
+    epoch: int,
+    seed: int,
+    length: int | None = None,
+) -> np.ndarray:
+    """One epoch's draws as training takes them: balanced (`epoch_indices`), then `self_blend` of the fake draws
+    swapped for pseudo-fakes, made from every real source equally under `balance: method`."""
+    order = epoch_indices(labels, balance, epoch, seed, length, groups)
+    source_weights = sampling_weights(labels, groups) if balance == "method" else None
+    return mix_in_self_blended(order, labels, self_blend, epoch, seed, source_weights)
+
+
 class FaceCropDataset(Dataset):
     """Cached crops (RGB uint8, already model-sized) with labels 1 = fake; augmentation optional.
 
@@ -91,6 +113,7 @@ class FaceCropDataset(Dataset):
     def __init__(self, faces: pd.DataFrame, augment=None, seed: int = 0) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
+        self.groups = balance_groups(faces)
         self.augment = augment
         self.faces = faces.reset_index(drop=True)
         self.seed = seed

@@ -25,8 +25,7 @@ from tqdm import tqdm
 from aletheia.data.augment import to_tensor, training_augmentation
 from aletheia.data.dataset import (
     FaceCropDataset,
-    epoch_indices,
-    mix_in_self_blended,
+    epoch_order,
     split_by_group,
 )
 from aletheia.data.prepare import load_faces
@@ -156,10 +155,9 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             break
         started = time.perf_counter()
         length = len(train_set) if steps is None else min(len(train_set), steps * config.batch_size * world)
-        order = epoch_indices(train_set.labels, config.balance, epoch, config.seed, length)
-        order = mix_in_self_blended(order, train_set.labels, config.self_blend, epoch, config.seed)[
-            rank::world
-        ]
+        order = epoch_order(
+            train_set.labels, train_set.groups, config.balance, config.self_blend, epoch, config.seed, length
+        )[rank::world]
         loader = DataLoader(
             Subset(train_set, order.tolist()),
             batch_size=config.batch_size,

@@ -59,3 +59,29 @@ def test_method_balanced_weights_give_every_source_an_equal_share() -> None:
     mixed = mix_in_self_blended(order, labels, 1.0, 0, 0, weights)
     sources = mixed[mixed >= len(labels)] - len(labels)
     assert 0.4 < (sources >= 90).mean() < 0.6  # pseudo-fakes come from both real sources alike
+
+
+def test_epoch_order_balances_real_sources_and_fake_methods_as_training_draws_them() -> None:
+    """The path the training loop takes: groups come from the faces table (source for reals, method for fakes)."""
+    import pandas as pd
+
+    from aletheia.data.dataset import FaceCropDataset, epoch_order
+
+    faces = pd.DataFrame(
+        {
+            "crop": [f"{i}.png" for i in range(130)],
+            "label": ["real"] * 100 + ["fake"] * 30,
+            "source": ["utkface"] * 90 + ["ffpp"] * 10 + ["ffpp"] * 30,
+            "method": ["in the wild"] * 90 + ["original"] * 10 + ["deepfakes"] * 25 + ["faceswap"] * 5,
+        }
+    )
+    data = FaceCropDataset(faces)
+    assert set(data.groups) == {"real: utkface", "real: ffpp", "fake: deepfakes", "fake: faceswap"}
+    order = epoch_order(data.labels, data.groups, "method", 0.5, epoch=0, seed=0, length=8000)
+    real_draws, pseudo = order[order < 100], order[order >= len(data)] - len(data)
+    assert 0.4 < (real_draws >= 90).mean() < 0.6  # 10 FF++ reals drawn as often as 90 UTKFace ones
+    assert 0.4 < (pseudo >= 90).mean() < 0.6  # pseudo-fakes too
+    fakes = order[(order >= 100) & (order < len(data))]
+    assert 0.4 < (fakes >= 125).mean() < 0.6  # 5 FaceSwap fakes as often as 25 Deepfakes ones
+    plain = epoch_order(data.labels, data.groups, "sampler", 0.5, epoch=0, seed=0, length=8000)
+    assert (plain[plain < 100] >= 90).mean() < 0.2
