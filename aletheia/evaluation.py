@@ -180,14 +180,29 @@ def video_level(df: pd.DataFrame, video_column: str = "video", logit_column: str
     return videos
 
 
-def temperature_scale(logits: Any, labels: Any) -> float:
-    """The temperature T minimising the NLL of sigmoid(logits / T); fit on validation data, apply as logits / T."""
+def class_balance_weights(labels: Any) -> np.ndarray:
+    """Per-sample weights (mean 1) giving each class present half the total weight."""
+    y = as_labels(labels)
+    weights = np.zeros(len(y))
+    present = [c for c in (0, 1) if (y == c).any()]
+    for c in present:
+        weights[y == c] = len(y) / len(present) / (y == c).sum()
+    return weights
+
+
+def temperature_scale(logits: Any, labels: Any, balanced: bool = False) -> float:
+    """The temperature T minimising the NLL of sigmoid(logits / T); fit on validation data, apply as logits / T.
+
+    `balanced` weighs both classes equally, so the probabilities keep the 50/50 prior of balanced training instead
+    of absorbing the validation split's own ratio of fakes (which says nothing about the user's photos).
+    """
     z = np.asarray(logits, dtype=np.float64).ravel()
     y = as_labels(labels)
+    w = class_balance_weights(y) if balanced else np.ones(len(y))
 
     def nll(log_t: float) -> float:
         scaled = z / math.exp(log_t)
-        return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))  # stable BCE with logits
+        return float(np.mean(w * (np.logaddexp(0.0, scaled) - y * scaled)))  # stable BCE with logits
 
     # Optimise log T so T stays positive; [1/100, 100] covers any sane model.
     result = minimize_scalar(
@@ -210,20 +225,32 @@ def threshold_at_fpr(scores_real: Any, fpr: float = 0.05) -> float:
     return float(np.nextafter(s[allowed], np.inf))
 
 
-def reliability_bins(labels: Any, scores: Any, n_bins: int = 15) -> pd.DataFrame:
-    """Equal-width confidence bins on [0, 1]: count, mean score and fraction of fakes per non-empty bin."""
+def reliability_bins(labels: Any, scores: Any, n_bins: int = 15, balanced: bool = False) -> pd.DataFrame:
+    """Equal-width confidence bins on [0, 1]: count, mean score and fraction of fakes per non-empty bin.
+
+    `balanced` weighs every sample by `class_balance_weights` (count becomes a weight), as if both classes were
+    equally common."""
     y = as_labels(labels)
     s = np.clip(_as_scores(scores, len(y)), 0.0, 1.0)
+    w = class_balance_weights(y) if balanced else np.ones(len(y))
     index = np.minimum((s * n_bins).astype(int), n_bins - 1)  # score 1.0 belongs to the last bin
-    table = pd.DataFrame({"bin": index, "score": s, "label": y}).groupby("bin")
-    bins = table.agg(count=("score", "size"), mean_score=("score", "mean"), fraction_fake=("label", "mean"))
+    table = pd.DataFrame({"bin": index, "w": w, "ws": w * s, "wy": w * y}).groupby("bin").sum()
+    bins = pd.DataFrame(
+        {
+            "count": table["w"],
+            "mean_score": table["ws"] / table["w"],
+            "fraction_fake": table["wy"] / table["w"],
+        }
+    )
+    bins = bins[bins["count"] > 0]
     bins["lower"] = bins.index / n_bins
     return bins.reset_index()
 
 
-def expected_calibration_error(labels: Any, scores: Any, n_bins: int = 15) -> float:
-    """ECE: the count-weighted mean |fraction of fakes - mean score| over equal-width bins."""
-    bins = reliability_bins(labels, scores, n_bins)
+def expected_calibration_error(labels: Any, scores: Any, n_bins: int = 15, balanced: bool = False) -> float:
+    """ECE: the count-weighted mean |fraction of fakes - mean score| over equal-width bins (`balanced`: both
+    classes weigh the same, the calibration a balanced-prior model should be judged by)."""
+    bins = reliability_bins(labels, scores, n_bins, balanced)
     gaps = (bins["fraction_fake"] - bins["mean_score"]).abs()
     return float((gaps * bins["count"]).sum() / bins["count"].sum())
 

@@ -163,6 +163,18 @@ def test_temperature_scale_recovers_a_known_temperature() -> None:
     assert temperature_scale(z / 2.0, labels) == pytest.approx(0.5, rel=0.1)
 
 
+def test_balanced_temperature_scale_ignores_the_validation_share_of_fakes() -> None:
+    rng = np.random.default_rng(2)
+    z = rng.normal(0.0, 2.0, 40_000)
+    labels = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(int)  # calibrated at z, about half fakes
+    keep = (labels == 0) | (rng.random(z.shape) < 0.2)  # a validation split with few fakes
+    assert temperature_scale(z[keep] * 3.0, labels[keep], balanced=True) == pytest.approx(3.0, rel=0.1)
+    # The true balanced-prior probabilities look miscalibrated on the skewed split unless both classes weigh alike.
+    true_p = 1 / (1 + np.exp(-z[keep]))
+    assert expected_calibration_error(labels[keep], true_p, balanced=True) < 0.03
+    assert expected_calibration_error(labels[keep], true_p) > 0.15
+
+
 def test_threshold_at_fpr_flags_at_most_that_fraction() -> None:
     reals = np.arange(100) / 100.0
     threshold = threshold_at_fpr(reals, fpr=0.05)

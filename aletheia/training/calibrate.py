@@ -1,8 +1,10 @@
 """Calibrate a trained checkpoint on its run's validation split and store the result with the weights.
 
-Temperature scaling makes probabilities mean what they say; the decision threshold is chosen so that at most
-`target_fpr` of the validation's real faces are flagged fake. Both travel inside the checkpoint, so every interface
-that loads it (API, CLI, web app) uses them.
+Temperature scaling makes probabilities mean what they say, fit with both classes weighing the same (the model is
+trained on balanced draws, and the validation split's own share of fakes says nothing about a user's photos). The
+decision threshold is the lowest that flags at most `target_fpr` of the validation faces of *every* real source
+(not of all reals pooled, where the biggest source would set it alone). Both travel inside the checkpoint, so every
+interface that loads it (API, CLI, web app) uses them.
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ def calibrate(
     val = load_training_faces(config)[1]
     logits = score_faces(str(checkpoint), val, backend="onnx")
     labels = (val["label"] == "fake").to_numpy(dtype=int)
-    temperature = temperature_scale(logits, labels)
+    temperature = temperature_scale(logits, labels, balanced=True)
     scores = 1.0 / (1.0 + np.exp(-logits / temperature))
-    threshold = threshold_at_fpr(scores[labels == 0], target_fpr)
+    real_sources = val.loc[labels == 0, "source"].to_numpy()
+    per_source = {
+        source: threshold_at_fpr(scores[labels == 0][real_sources == source], target_fpr)
+        for source in np.unique(real_sources)
+    }
+    threshold = max(per_source.values())
     state, metadata = read_checkpoint(checkpoint)
     summary = {
         "temperature": float(temperature),
         "threshold": float(threshold),
+        "threshold_by_real_source": {k: float(v) for k, v in per_source.items()},
         "target_fpr": target_fpr,
         "validation_faces": int(len(val)),
-        "ece_before": expected_calibration_error(labels, 1.0 / (1.0 + np.exp(-logits))),
-        "ece_after": expected_calibration_error(labels, scores),
+        "balanced_ece_before": expected_calibration_error(
+            labels, 1.0 / (1.0 + np.exp(-logits)), balanced=True
+        ),
+        "balanced_ece_after": expected_calibration_error(labels, scores, balanced=True),
         "at_threshold": binary_metrics(labels, scores, threshold),
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
