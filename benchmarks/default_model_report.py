@@ -48,6 +48,9 @@ def validation_figures(model: str, run_dir: str, out: Path, threshold: float) ->
     report["shortcuts"] = {
         # Like for like: FF++ fakes against FF++ reals only (same source, same processing).
         "ffpp_fake_vs_ffpp_real_auc": _auc(ffpp_fake, ffpp_real),
+        "ffpp_fake_vs_ffpp_real_auc_by_method": {
+            method: _auc(part, ffpp_real) for method, part in ffpp_fake.groupby("method")
+        },
         # Two real sources: near 0.5 means the model does not tell datasets apart.
         "utkface_real_vs_ffpp_real_auc": _auc(other_real, ffpp_real),
         "mean_score_by_real_method": reals.groupby("method")["score"].mean().round(4).to_dict(),
@@ -126,7 +129,9 @@ def main() -> None:
     summary["validation"] = {"overall": validation["overall"], "per_method": validation["per_method"],
                              "per_source": validation["per_source"], "shortcuts": validation["shortcuts"]}  # fmt: skip
     if args.lomo_model:
-        summary["leave_one_method_out"] = left_out_method(args.lomo_model, args.lomo_run_dir, threshold)
+        # At the leave-one-out model's own calibrated threshold: it was chosen without the left-out method too.
+        lomo_threshold = float(torch.load(args.lomo_model, weights_only=True).get("threshold", 0.5))
+        summary["leave_one_method_out"] = left_out_method(args.lomo_model, args.lomo_run_dir, lomo_threshold)
     if args.photos:
         summary["real_photos"] = photo_false_positives(args.model, args.photos)
     summary["speed"] = classifier_speed(args.model)

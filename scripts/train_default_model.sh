@@ -11,13 +11,13 @@ FACESWAP="FF++ FaceSwap, Haar face crop 299px"
 # 1. Faces of every labelled input, cropped as inference crops them, plus the bias report.
 $A prepare "$DATA/labels.csv" --output "$WORK/prepared" --preview "$WORK/prepared/augmentation_preview.png"
 # 2. The model that ships, and a leave-one-method-out twin that never sees FaceSwap.
-$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/run-v2"
+$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/run"
 $A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/lomo-faceswap" \
   --exclude-method "$FACESWAP"
 # 3. Temperature and threshold (5% of validation reals flagged) fitted on validation, stored in the weights.
-$A calibrate --model "$WORK/run-v2/best.pth" --run-dir "$WORK/run-v2" --output aletheia/assets/models/aletheia-lite0.pth
+$A calibrate --model "$WORK/run/best.pth" --run-dir "$WORK/run" --output aletheia/assets/models/aletheia-lite0.pth
 $A calibrate --model "$WORK/lomo-faceswap/best.pth" --run-dir "$WORK/lomo-faceswap" --output "$WORK/lomo-faceswap/calibrated.pth"
 # 4. Held-out metrics by source and method, shortcut checks, false positives on real photos, speed.
 .venv/bin/python benchmarks/default_model_report.py --model aletheia/assets/models/aletheia-lite0.pth \
-  --run-dir "$WORK/run-v2" --lomo-model "$WORK/lomo-faceswap/calibrated.pth" --lomo-run-dir "$WORK/lomo-faceswap" \
+  --run-dir "$WORK/run" --lomo-model "$WORK/lomo-faceswap/calibrated.pth" --lomo-run-dir "$WORK/lomo-faceswap" \
   --photos "$DATA/photos" --output "$WORK/report"

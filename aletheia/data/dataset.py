@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import cv2
 import numpy as np
@@ -88,6 +89,49 @@ def balance_groups(faces: pd.DataFrame) -> np.ndarray:
     return np.where(is_fake, "fake: " + faces["method"].astype(str), "real: " + faces["source"].astype(str))
 
 
+def source_balanced_indices(
+    labels: np.ndarray,
+    sources: np.ndarray,
+    groups: np.ndarray,
+    self_blend: float,
+    epoch: int,
+    seed: int,
+    length: int | None = None,
+) -> np.ndarray:
+    """Draws in which every source (dataset of origin) has an equal share and is itself half real, half fake, so
+    knowing the dataset says nothing about the label.
+
+    A source's fake draws are its own fakes (methods equally often) or, with probability `self_blend` and always
+    for a source without fakes, pseudo-fakes of its real faces (index n + j, as `mix_in_self_blended`). A source
+    without real faces cannot be balanced and is left out: training on it would teach "this dataset is fake".
+    """
+    rng = np.random.default_rng([seed, epoch, 2])
+    n = len(labels) if length is None else length
+    names = [name for name in np.unique(sources) if (labels[sources == name] == 0).any()]
+    if fake_only := sorted(set(np.unique(sources)) - set(names)):
+        warnings.warn(f"balance 'source' leaves out sources without real faces: {fake_only}", stacklevel=2)
+    if not names:
+        raise ValueError("balance 'source' needs real faces")
+    source_of_draw = rng.integers(len(names), size=n)
+    wants_fake = rng.random(n) < 0.5
+    wants_blend = rng.random(n) < self_blend
+    order = np.empty(n, dtype=np.int64)
+    for k, name in enumerate(names):
+        reals = np.flatnonzero((sources == name) & (labels == 0))
+        fakes = np.flatnonzero((sources == name) & (labels == 1))
+        here = source_of_draw == k
+        real_draws = here & ~wants_fake
+        blended = here & wants_fake & (wants_blend | (len(fakes) == 0))
+        manipulated = here & wants_fake & ~blended
+        order[real_draws] = rng.choice(reals, size=int(real_draws.sum()))
+        order[blended] = len(labels) + rng.choice(reals, size=int(blended.sum()))
+        if manipulated.any():
+            per_method = pd.Series(groups[fakes]).map(pd.Series(groups[fakes]).value_counts()).to_numpy()
+            weights = 1.0 / per_method
+            order[manipulated] = rng.choice(fakes, size=int(manipulated.sum()), p=weights / weights.sum())
+    return order
+
+
 def epoch_order(
     labels: np.ndarray,
     groups: np.ndarray,
@@ -96,9 +140,15 @@ def epoch_order(
     epoch: int,
     seed: int,
     length: int | None = None,
+    sources: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One epoch's draws as training takes them: balanced (`epoch_indices`), then `self_blend` of the fake draws
-    swapped for pseudo-fakes, made from every real source equally under `balance: method`."""
+    """One epoch's draws as training takes them: `source` balance (`source_balanced_indices`), or balanced by
+    `epoch_indices` and then `self_blend` of the fake draws swapped for pseudo-fakes, made from every real source
+    equally under `balance: method`."""
+    if balance == "source":
+        if sources is None:
+            raise ValueError("balance 'source' needs the source of every face")
+        return source_balanced_indices(labels, sources, groups, self_blend, epoch, seed, length)
     order = epoch_indices(labels, balance, epoch, seed, length, groups)
     source_weights = sampling_weights(labels, groups) if balance == "method" else None
     return mix_in_self_blended(order, labels, self_blend, epoch, seed, source_weights)
@@ -114,6 +164,7 @@ class FaceCropDataset(Dataset):
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
         self.groups = balance_groups(faces)
+        self.sources = faces["source"].astype(str).to_numpy()
         self.augment = augment
         self.faces = faces.reset_index(drop=True)
         self.seed = seed

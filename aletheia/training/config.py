@@ -33,7 +33,11 @@ class TrainConfig(BaseModel):
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )
-    balance: Literal["sampler", "method", "none"] = "sampler"
+    balance: Literal["sampler", "method", "source", "none"] = Field(
+        "sampler",
+        description="sampler: half real, half fake; method: also every real source and fake method an equal share; "
+        "source: every dataset an equal share, each itself half real, half fake (pseudo-fakes where it has none)",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1)
     exclude_methods: list[str] = Field(
         default_factory=list, description="methods left out of training entirely"

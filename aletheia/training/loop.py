@@ -156,7 +156,14 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         started = time.perf_counter()
         length = len(train_set) if steps is None else min(len(train_set), steps * config.batch_size * world)
         order = epoch_order(
-            train_set.labels, train_set.groups, config.balance, config.self_blend, epoch, config.seed, length
+            train_set.labels,
+            train_set.groups,
+            config.balance,
+            config.self_blend,
+            epoch,
+            config.seed,
+            length,
+            train_set.sources,
         )[rank::world]
         loader = DataLoader(
             Subset(train_set, order.tolist()),

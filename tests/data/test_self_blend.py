@@ -85,3 +85,41 @@ def test_epoch_order_balances_real_sources_and_fake_methods_as_training_draws_th
     assert 0.4 < (fakes >= 125).mean() < 0.6  # 5 FaceSwap fakes as often as 25 Deepfakes ones
     plain = epoch_order(data.labels, data.groups, "sampler", 0.5, epoch=0, seed=0, length=8000)
     assert (plain[plain < 100] >= 90).mean() < 0.2
+
+
+def test_source_balance_makes_every_dataset_half_real_half_fake() -> None:
+    import pandas as pd
+
+    from aletheia.data.dataset import FaceCropDataset, epoch_order
+
+    faces = pd.DataFrame(
+        {
+            "crop": [f"{i}.png" for i in range(150)],
+            "label": ["real"] * 90 + ["real"] * 10 + ["fake"] * 30 + ["fake"] * 20,
+            "source": ["utkface"] * 90 + ["ffpp"] * 40 + ["stylegan"] * 20,
+            "method": ["wild"] * 90
+            + ["original"] * 10
+            + ["deepfakes"] * 25
+            + ["faceswap"] * 5
+            + ["sg3"] * 20,
+        }
+    )
+    data = FaceCropDataset(faces)
+    with pytest.warns(UserWarning, match="stylegan"):  # fakes only: cannot be balanced, so left out
+        order = epoch_order(
+            data.labels, data.groups, "source", 0.3, 0, 0, length=20_000, sources=data.sources
+        )
+    pseudo = order >= len(data)
+    source = np.where(
+        pseudo, data.sources[np.where(pseudo, order - len(data), 0)], data.sources[order % len(data)]
+    )
+    label = np.where(pseudo, 1, data.labels[order % len(data)])
+    assert not (source == "stylegan").any()
+    for name in ("utkface", "ffpp"):
+        assert 0.45 < (source == name).mean() < 0.55
+        assert 0.47 < label[source == name].mean() < 0.53  # the dataset says nothing about the label
+    assert pseudo[source == "utkface"].sum() == (label[source == "utkface"] == 1).sum()  # no fakes of its own
+    ffpp_fakes = (source == "ffpp") & (label == 1)
+    assert 0.25 < pseudo[ffpp_fakes].mean() < 0.35  # self_blend of its fake draws
+    manipulated = order[ffpp_fakes & ~pseudo]
+    assert 0.45 < (manipulated >= 125).mean() < 0.55  # methods equally often
