@@ -67,19 +67,23 @@ def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
     every = pd.concat([load_faces(d) for d in config.data], ignore_index=True)
     unseen = every[every["method"].isin(config.exclude_methods)]
     scored = _scored(model, pd.concat([val[val["label"] == "real"], unseen], ignore_index=True))
+
+    def figures(fakes: pd.DataFrame, reals: pd.DataFrame) -> dict:
+        part = pd.concat([fakes, reals])
+        ffpp_real = reals[reals["method"].str.startswith("FF++")]
+        return {**binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold),
+                "auc_vs_ffpp_real": _auc(fakes, ffpp_real)}  # fmt: skip
+
     results = {}
     for method in config.exclude_methods:
-        part = scored[(scored["method"] == method) | (scored["label"] == 0)]
-        results[method] = binary_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
+        results[method] = figures(scored[scored["method"] == method], scored[scored["label"] == 0])
     # The same model on the methods it did see, from its own validation split.
     val_scored = _scored(model, val)
+    val_reals = val_scored[val_scored["label"] == 0]
     for method in sorted(
         set(val_scored.loc[val_scored["label"] == 1, "method"]) - set(config.exclude_methods)
     ):
-        part = val_scored[(val_scored["method"] == method) | (val_scored["label"] == 0)]
-        results[f"(seen) {method}"] = binary_metrics(
-            part["label"].to_numpy(), part["score"].to_numpy(), threshold
-        )
+        results[f"(seen) {method}"] = figures(val_scored[val_scored["method"] == method], val_reals)
     return results
 
 
@@ -110,6 +114,40 @@ def classifier_speed(model: str, batch: int = 32, repeats: int = 5) -> dict:
     return {"backend": pipeline.backend, "batch": batch, "ms_per_face": round(float(np.median(times)), 2)}
 
 
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+
+
+def summary_markdown(summary: dict) -> str:
+    """The headline figures as Markdown tables (the model card quotes them; validation/report.md has the rest)."""
+    lines = [f"Threshold {summary['threshold']:.3f} (stored with the model).", ""]
+    shortcuts = summary["validation"]["shortcuts"]
+    lines += ["| like-for-like check (validation, split by group) | AUC |", "|---|---|"]
+    lines += [f"| FF++ fakes vs FF++ reals | {_fmt(shortcuts['ffpp_fake_vs_ffpp_real_auc'])} |"]
+    lines += [
+        f"| {m} vs FF++ reals | {_fmt(a)} |"
+        for m, a in shortcuts["ffpp_fake_vs_ffpp_real_auc_by_method"].items()
+    ]
+    lines += [f"| UTKFace reals vs FF++ reals (0.5 = cannot tell datasets apart) | "
+              f"{_fmt(shortcuts['utkface_real_vs_ffpp_real_auc'])} |", ""]  # fmt: skip
+    if "leave_one_method_out" in summary:
+        lines += ["| leave-one-method-out model: fakes vs | all validation reals: AUC | FF++ reals: AUC | log-loss | "
+                  "balanced acc. |", "|---|---|---|---|---|"]  # fmt: skip
+        for method, m in summary["leave_one_method_out"].items():
+            lines.append(f"| {method} | {_fmt(m['auc'])} | {_fmt(m['auc_vs_ffpp_real'])} | {_fmt(m['log_loss'])} | "
+                         f"{_fmt(m['balanced_accuracy'])} |")  # fmt: skip
+        lines.append("")
+    if "real_photos" in summary:
+        photos = summary["real_photos"]
+        lines += [f"Real photos flagged fake: {photos['flagged_fake']} of {photos['with_faces']} with faces "
+                  f"({photos['flagged_share']:.1%}).", ""]  # fmt: skip
+    speed = summary["speed"]
+    lines.append(
+        f"Classifier speed: {speed['ms_per_face']} ms per face ({speed['backend']}, batch {speed['batch']})."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,6 +175,7 @@ def main() -> None:
     summary["speed"] = classifier_speed(args.model)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (args.output / "summary.md").write_text(summary_markdown(summary))
     print(json.dumps({k: v for k, v in summary.items() if k != "validation"}, indent=1, default=str))
     print(json.dumps(summary["validation"]["shortcuts"], indent=1))
 

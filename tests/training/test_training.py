@@ -141,9 +141,11 @@ def test_evaluate_writes_a_report(prepared: Path, workspace: Path) -> None:
     assert main(["train", *_train_args(prepared, workspace, "eval-run", "--epochs", "1")]) == 0
     out = workspace / "evaluation"
     assert (
-        main(["evaluate", "--model", str(run / "best.pth"), "--data", str(prepared), "--output", str(out)])
+        main(["evaluate", "--model", str(run / "best.pth"), "--data", str(prepared), "--output", str(out),
+              "--runs-root", str(workspace / "runs")])  # fmt: skip
         == 0
     )
+    assert any((workspace / "runs" / "runs").glob("*.yaml"))  # recorded where asked, not in the checkout
     metrics = json.loads((out / "metrics.json").read_text())
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 20
