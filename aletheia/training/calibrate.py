@@ -9,6 +9,7 @@ interface that loads it (API, CLI, web app) uses them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def calibrate(
         source: threshold_at_fpr(scores[labels == 0][real_sources == source], target_fpr)
         for source in np.unique(real_sources)
     }
-    threshold = max(per_source.values())
+    # Rounded up to 3 decimals, so the number people see (web app, JSON) is the one applied and no more are flagged.
+    threshold = math.ceil(max(per_source.values()) * 1000) / 1000
     state, metadata = read_checkpoint(checkpoint)
     summary = {
         "temperature": float(temperature),
