@@ -140,11 +140,18 @@ def test_evaluate_writes_a_report(prepared: Path, workspace: Path) -> None:
     run = workspace / "eval-run"
     assert main(["train", *_train_args(prepared, workspace, "eval-run", "--epochs", "1")]) == 0
     out = workspace / "evaluation"
-    assert (
-        main(["evaluate", "--model", str(run / "best.pth"), "--data", str(prepared), "--output", str(out),
-              "--runs-root", str(workspace / "runs")])  # fmt: skip
-        == 0
-    )
+    runs = ["--runs-root", str(workspace / "runs")]
+    args = [
+        "evaluate",
+        "--model",
+        str(run / "best.pth"),
+        "--data",
+        str(prepared),
+        "--output",
+        str(out),
+        *runs,
+    ]
+    assert main(args) == 0
     assert any((workspace / "runs" / "runs").glob("*.yaml"))  # recorded where asked, not in the checkout
     metrics = json.loads((out / "metrics.json").read_text())
     scores = pd.read_csv(out / "scores.csv")
