@@ -58,10 +58,18 @@ def validation_figures(model: str, run_dir: str, out: Path, threshold: float) ->
     return report
 
 
+def trained_methods(config: TrainConfig, train: pd.DataFrame) -> set[str]:
+    """Fake methods training drew from: `balance: source` also leaves out sources without real faces."""
+    fakes = train[train["label"] == "fake"]
+    if config.balance == "source":
+        fakes = fakes[fakes["source"].isin(set(train.loc[train["label"] == "real", "source"]))]
+    return set(fakes["method"])
+
+
 def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
     """The methods a leave-one-method-out run never trained on: all their faces against the validation reals."""
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
-    val = load_training_faces(config)[1]
+    train, val = load_training_faces(config)
     from aletheia.data.prepare import load_faces
 
     every = pd.concat([load_faces(d) for d in config.data], ignore_index=True)
@@ -77,13 +85,15 @@ def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
     results = {}
     for method in config.exclude_methods:
         results[method] = figures(scored[scored["method"] == method], scored[scored["label"] == 0])
-    # The same model on the methods it did see, from its own validation split.
+    # The same model on the other methods, from its own validation split.
     val_scored = _scored(model, val)
     val_reals = val_scored[val_scored["label"] == 0]
+    trained = trained_methods(config, train)
     for method in sorted(
         set(val_scored.loc[val_scored["label"] == 1, "method"]) - set(config.exclude_methods)
     ):
-        results[f"(seen) {method}"] = figures(val_scored[val_scored["method"] == method], val_reals)
+        seen = "(seen)" if method in trained else "(never trained on, validation faces)"
+        results[f"{seen} {method}"] = figures(val_scored[val_scored["method"] == method], val_reals)
     return results
 
 
