@@ -33,6 +33,7 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
         "--equalise-quality", action="store_true", default=None, help="re-encode and resample every crop"
     )
     p.add_argument("--self-blend", type=float, help="fraction of fake draws made self-blended pseudo-fakes")
+    p.add_argument("--retouch", type=float, help="share of crops given a beauty-filter smoothing")
     p.add_argument("--exclude-method", nargs="+", dest="exclude_methods", help="methods left out of training")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--max-val-samples", type=int)
@@ -141,7 +142,7 @@ def _config_values(args: argparse.Namespace) -> dict:
     from aletheia.training.config import TrainConfig
 
     keys = ["data", "output", "model", "init_checkpoint", "epochs", "batch_size", "lr", "augment_strength",
-            "equalise_quality", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "resume"]  # fmt: skip
+            "equalise_quality", "retouch", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "resume"]  # fmt: skip
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
     config = config.model_copy(update={"data": [str(Path(d).resolve()) for d in config.data],

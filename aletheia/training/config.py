@@ -30,6 +30,9 @@ class TrainConfig(BaseModel):
         description="re-encode (JPEG 60-95) and resample every training crop, so file quality and resolution "
         "cannot tell the classes apart",
     )
+    retouch: float = Field(
+        0.0, ge=0, le=1, description="share of crops, real and fake alike, given a beauty-filter smoothing"
+    )
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )
