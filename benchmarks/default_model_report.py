@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aletheia.data.dataset import sources_with_reals
 from aletheia.evaluation import binary_metrics, evaluation_report
 from aletheia.training.config import TrainConfig
 from aletheia.training.evaluate import score_faces
@@ -62,7 +63,10 @@ def trained_methods(config: TrainConfig, train: pd.DataFrame) -> set[str]:
     """Fake methods training drew from: `balance: source` also leaves out sources without real faces."""
     fakes = train[train["label"] == "fake"]
     if config.balance == "source":
-        fakes = fakes[fakes["source"].isin(set(train.loc[train["label"] == "real", "source"]))]
+        labels = (train["label"] == "fake").to_numpy(dtype=int)
+        fakes = fakes[
+            fakes["source"].isin(sources_with_reals(labels, train["source"].astype(str).to_numpy()))
+        ]
     return set(fakes["method"])
 
 

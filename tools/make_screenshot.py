@@ -16,17 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from aletheia.serving.browser import CHROMIUM, launch_chromium
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 UNTRAINED_NAME = "untrained-demo-EfficientNetAutoAttB4.pth"
 
 
@@ -46,7 +38,7 @@ def capture(url: str, photo: Path, output: Path, width: int = 1280, height: int 
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             # Only the app itself: the picture must not depend on (or leak to) anything online.
@@ -69,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path, default=REPO / "examples" / "astronaut.jpg")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "screenshot.png")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} not found; install Debian's chromium package", file=sys.stderr)
         return 1
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

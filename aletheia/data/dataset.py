@@ -89,6 +89,11 @@ def balance_groups(faces: pd.DataFrame) -> np.ndarray:
     return np.where(is_fake, "fake: " + faces["method"].astype(str), "real: " + faces["source"].astype(str))
 
 
+def sources_with_reals(labels: np.ndarray, sources: np.ndarray) -> list[str]:
+    """The sources `balance: source` can draw from: only those with real faces can be half real, half fake."""
+    return [str(name) for name in np.unique(sources) if (labels[sources == name] == 0).any()]
+
+
 def source_balanced_indices(
     labels: np.ndarray,
     sources: np.ndarray,
@@ -107,7 +112,7 @@ def source_balanced_indices(
     """
     rng = np.random.default_rng([seed, epoch, 2])
     n = len(labels) if length is None else length
-    names = [name for name in np.unique(sources) if (labels[sources == name] == 0).any()]
+    names = sources_with_reals(labels, sources)
     if fake_only := sorted(set(np.unique(sources)) - set(names)):
         warnings.warn(f"balance 'source' leaves out sources without real faces: {fake_only}", stacklevel=2)
     if not names:
@@ -126,9 +131,8 @@ def source_balanced_indices(
         order[real_draws] = rng.choice(reals, size=int(real_draws.sum()))
         order[blended] = len(labels) + rng.choice(reals, size=int(blended.sum()))
         if manipulated.any():
-            per_method = pd.Series(groups[fakes]).map(pd.Series(groups[fakes]).value_counts()).to_numpy()
-            weights = 1.0 / per_method
-            order[manipulated] = rng.choice(fakes, size=int(manipulated.sum()), p=weights / weights.sum())
+            weights = sampling_weights(labels[fakes], groups[fakes])  # every method of the source alike
+            order[manipulated] = rng.choice(fakes, size=int(manipulated.sum()), p=weights)
     return order
 
 

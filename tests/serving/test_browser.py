@@ -14,20 +14,11 @@ import pytest
 pytest.importorskip("playwright")
 from playwright.sync_api import expect  # noqa: E402
 
+from aletheia.serving.browser import CHROMIUM, launch_chromium
+
 from .conftest import ARTIFACTS, ASTRONAUT, RunningServer
 
 expect.set_options(timeout=60_000)  # a model run on a busy two-core machine can take seconds
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,7 +31,7 @@ def page(server: RunningServer) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(60_000)
