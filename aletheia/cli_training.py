@@ -40,6 +40,10 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (e.g. 1 each for two runs side by side)")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="bf16: faster training on CPUs with AVX512-BF16"
+    )
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"))
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None)
     _runs_root(p)
 
@@ -142,7 +146,7 @@ def _config_values(args: argparse.Namespace) -> dict:
     from aletheia.training.config import TrainConfig
 
     keys = ["data", "output", "model", "init_checkpoint", "epochs", "batch_size", "lr", "augment_strength",
-            "equalise_quality", "retouch", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "resume"]  # fmt: skip
+            "equalise_quality", "retouch", "self_blend", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "precision", "lr_schedule", "resume"]  # fmt: skip
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
     config = config.model_copy(update={"data": [str(Path(d).resolve()) for d in config.data],

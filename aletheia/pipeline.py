@@ -131,7 +131,8 @@ class DeepfakeDetectorPipeline:
             )
             return _Pending(result, crop[None])
         faces = self.detector.detect(image)
-        crops = [crop_face(image, face.box, self.face_policy, size) for face in faces]
+        margin = self.config.crop_margin
+        crops = [crop_face(image, face.box, self.face_policy, size, margin) for face in faces]
         for face in faces:
             result.faces.append(
                 FaceResult(

@@ -1,7 +1,8 @@
 """Bias report: what a model could learn instead of manipulation.
 
 Counts per class, source and method, and per class the confounds that let a model cheat: image size, file format and
-JPEG quality. A confound is flagged when the classes differ on it clearly; the report says so in plain words.
+JPEG quality, and (given the prepared faces) how much of its crop a face fills. A confound is flagged when the
+classes differ on it clearly; the report says so in plain words.
 """
 
 from __future__ import annotations
@@ -86,6 +87,48 @@ def _flags(described: pd.DataFrame) -> list[str]:
     return flags
 
 
+# A face found in a whole photo spans this much of its `scale` crop (margin 0.2); pre-cropped face datasets, whose
+# margin runs off the picture, span more.
+WHOLE_PHOTO_FRAMING = 0.63
+
+
+def face_framing(faces: pd.DataFrame) -> pd.DataFrame:
+    """Per class and source: faces, and the median share of the crop's width the face box spans (`scale` crops)."""
+    from aletheia.faces.extract import face_fraction
+
+    faces = faces[faces["face_policy"] == "scale"]
+    fraction = [
+        face_fraction(int(r.height), int(r.width), np.array([r.x0, r.y0, r.x1, r.y1], dtype=np.float64))
+        for r in faces.itertuples()
+    ]
+    return (
+        faces.assign(face_fraction=fraction)
+        .groupby(["label", "source"])
+        .agg(faces=("face_fraction", "size"), median_face_fraction=("face_fraction", "median"))
+        .reset_index()
+    )
+
+
+def _framing_flags(framing: pd.DataFrame) -> list[str]:
+    flags = []
+    weighted = (framing["median_face_fraction"] * framing["faces"]).groupby(framing["label"]).sum()
+    by_label = weighted / framing.groupby("label")["faces"].sum()
+    if len(by_label) == 2 and abs(by_label.iloc[0] - by_label.iloc[1]) > 0.1:
+        flags.append(
+            f"faces fill more of the crop in one class: {by_label.round(2).to_dict()} of its width "
+            "(pre-cropped faces against faces in whole pictures): a model can learn the framing"
+        )
+    tight = framing[framing["median_face_fraction"] > WHOLE_PHOTO_FRAMING + 0.1]
+    if len(tight):
+        share = tight["faces"].sum() / framing["faces"].sum()
+        flags.append(
+            f"{share:.0%} of faces come from pre-cropped pictures ({', '.join(map(str, tight['source'].unique()[:4]))}"
+            f"): they fill more of the crop than a face in a whole photo ({WHOLE_PHOTO_FRAMING}); "
+            "`aletheia calibrate` stores a tighter inference margin to match"
+        )
+    return flags
+
+
 def _bar(ax, series: pd.Series, title: str) -> None:
     series.plot.barh(ax=ax, color="#4c72b0")
     ax.set_title(title)
@@ -121,8 +164,10 @@ def bias_figures(described: pd.DataFrame) -> dict[str, plt.Figure]:
     return figures
 
 
-def bias_report(table: pd.DataFrame, out_dir: str | Path) -> dict:
-    """Write bias_report.md, bias_summary.csv and PNG plots into out_dir; return paths, flags and figures."""
+def bias_report(table: pd.DataFrame, out_dir: str | Path, faces: pd.DataFrame | None = None) -> dict:
+    """Write bias_report.md, bias_summary.csv and PNG plots into out_dir; return paths, flags and figures.
+
+    `faces` (the prepared face index, `load_faces`) adds the face-framing check."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     described = describe_files(table)
@@ -139,6 +184,9 @@ def bias_report(table: pd.DataFrame, out_dir: str | Path) -> dict:
     )
     summary.to_csv(out_dir / "bias_summary.csv", index=False)
     flags = _flags(described)
+    framing = face_framing(faces) if faces is not None and len(faces) else None
+    if framing is not None:
+        flags += _framing_flags(framing)
     figures = bias_figures(described)
     paths = {}
     for name, figure in figures.items():
@@ -152,6 +200,9 @@ def bias_report(table: pd.DataFrame, out_dir: str | Path) -> dict:
     ]
     lines += ["## Possible shortcuts", ""] + ([f"- {f}" for f in flags] or ["- none found"]) + [""]
     lines += ["## Per class, source and method", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
+    if framing is not None:
+        lines += ["## Face framing (share of the crop's width the face spans)", ""]
+        lines += [framing.to_markdown(index=False, floatfmt=".3g"), ""]
     lines += [f"![{name}]({path.name})" for name, path in paths.items()]
     (out_dir / "bias_report.md").write_text("\n".join(lines) + "\n")
     return {

@@ -225,6 +225,31 @@ def crop_region(
     return left, top, int(np.clip(round(x1), left + 1, width)), int(np.clip(round(y1), top + 1, height))
 
 
+def face_fraction(height: int, width: int, box: np.ndarray, margin: float = 0.2) -> float:
+    """How much of a `scale` crop's width the face box spans: 0.63 in a whole photo at margin 0.2, more where the
+    margin ran off a pre-cropped picture (UTKFace and FF++ face crops: about 0.9)."""
+    left, _, right, _ = crop_region(height, width, box, "scale", margin)
+    return float((box[2] - box[0]) / (right - left))
+
+
+def matching_margin(boxes: np.ndarray, sizes: np.ndarray, margin: float = 0.2) -> float:
+    """The margin at which faces in whole photos are framed as these crops (made at `margin`) frame theirs.
+
+    Models trained on pre-cropped face datasets have seen tighter crops than a whole photo gives at the same
+    margin; cropping inference faces tighter to match removes a difference the model never learned to ignore.
+    `boxes` (n, 4) are the training faces' boxes (x0, y0, x1, y1), `sizes` (n, 2) their pictures' (height, width).
+    """
+    boxes, sizes = np.asarray(boxes, dtype=np.float64), np.asarray(sizes, dtype=int)
+    target = np.median([face_fraction(h, w, b, margin) for (h, w), b in zip(sizes, boxes, strict=True)])
+    box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+
+    def unbounded(m: float) -> float:  # a picture with room around the face: nothing clips the crop
+        return float(np.median(box_w / np.maximum((1 + 2 * m) * box_w, (1 + 3 * m) * box_h)))
+
+    candidates = np.round(np.arange(0.0, margin + 1e-9, 0.01), 2)
+    return float(min(candidates, key=lambda m: abs(unbounded(m) - target)))
+
+
 def box_in_crop(
     height: int,
     width: int,

@@ -79,7 +79,8 @@ def load_classifier(
             f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
         )
     config = get_config(name)
-    # A calibrated checkpoint carries its own decision threshold and temperature (see `aletheia calibrate`).
+    # A calibrated checkpoint carries its own decision threshold, temperature and crop margin (`aletheia calibrate`).
     config = replace(config, threshold=float(metadata.get("threshold", config.threshold)),
-                     temperature=float(metadata.get("temperature", config.temperature)))  # fmt: skip
+                     temperature=float(metadata.get("temperature", config.temperature)),
+                     crop_margin=float(metadata.get("crop_margin", config.crop_margin)))  # fmt: skip
     return model.to(device), config, label

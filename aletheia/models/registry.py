@@ -43,6 +43,7 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     threshold: float = 0.5
     temperature: float = 1.0  # logits are divided by this before the sigmoid (calibration)
+    crop_margin: float = 0.2  # face-box margin that frames faces as in the model's training crops
     has_attention: bool = False
     description: str = ""
 

@@ -54,8 +54,18 @@ class TrainConfig(BaseModel):
     early_stopping: int = Field(
         5, ge=1, description="epochs without validation-loss improvement before stopping"
     )
+    lr_schedule: Literal["plateau", "cosine"] = Field(
+        "plateau",
+        description="plateau: cut the rate when the validation loss stalls; cosine: anneal it to zero over `epochs` "
+        "(steadier when the validation loss is noisy)",
+    )
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.1, gt=0, lt=1)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: autocast the training forward pass to bfloat16 (about 1.5x faster on CPUs with "
+        "AVX512-BF16); validation always runs in fp32",
+    )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on training steps per epoch")
     max_val_samples: int | None = Field(None, ge=1)
     num_workers: int = Field(1, ge=0)

@@ -1,4 +1,5 @@
-"""The training loop: Adam + BCE-with-logits, reduce-on-plateau, early stopping, best/last checkpoints, resume.
+"""The training loop: Adam + BCE-with-logits, reduce-on-plateau or cosine schedule, early stopping and best
+checkpoint on a group-balanced validation loss, best/last checkpoints, resume.
 
 Runs in one process, or in several under `torchrun` (DDP: gloo on CPU, NCCL on GPU); rank 0 validates, logs and
 writes checkpoints. Progress and metrics go to a `tracker` (the MLRun adapter, or nothing).
@@ -26,6 +27,8 @@ from aletheia.data.augment import to_tensor, training_augmentation
 from aletheia.data.dataset import (
     FaceCropDataset,
     epoch_order,
+    sampling_weights,
+    sources_with_reals,
     split_by_group,
 )
 from aletheia.data.prepare import load_faces
@@ -68,6 +71,29 @@ def load_training_faces(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame
     if config.max_val_samples and len(val) > config.max_val_samples:
         val = val.sample(n=config.max_val_samples, random_state=config.seed).reset_index(drop=True)
     return train, val
+
+
+def trained_groups(train_set: FaceCropDataset, balance: str) -> set[str]:
+    """The real sources and fake methods training draws from (`balance: source` leaves out sources without reals)."""
+    groups = train_set.groups
+    if balance == "source":
+        groups = groups[np.isin(train_set.sources, sources_with_reals(train_set.labels, train_set.sources))]
+    return set(groups.tolist())
+
+
+def selection_weights(val_set: FaceCropDataset, trained: set[str]) -> np.ndarray:
+    """Weights (sum 1) of the validation loss that picks the best checkpoint, steps the schedule and stops early.
+
+    Each class weighs half and every real source / fake method an equal share of it, so the largest source (UTKFace
+    holds most validation reals) cannot decide alone. Groups the model does not train on get no weight: a method
+    left out of training (or a generator never trained on) must not choose the checkpoint that is then tested on it.
+    """
+    in_training = np.isin(val_set.groups, list(trained))
+    if not in_training.any():
+        in_training[:] = True
+    weights = np.zeros(len(val_set))
+    weights[in_training] = sampling_weights(val_set.labels[in_training], val_set.groups[in_training])
+    return weights
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -123,15 +149,18 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         training_augmentation(config.augment_strength, config.equalise_quality, config.retouch),
         config.seed,
     )
-    val_loader = DataLoader(
-        FaceCropDataset(val_faces), batch_size=config.batch_size, num_workers=config.num_workers
-    )
+    val_set = FaceCropDataset(val_faces)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    val_weights = torch.from_numpy(selection_weights(val_set, trained_groups(train_set, config.balance)))
 
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.plateau_factor, patience=config.plateau_patience
-    )
+    if config.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.plateau_factor, patience=config.plateau_patience
+        )
     criterion = nn.BCEWithLogitsLoss()
 
     last_path, best_path = output / "last.pth", output / "best.pth"
@@ -183,7 +212,9 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             observed_batch_size = observed_batch_size or len(
                 y
             )  # proof that a searched batch size took effect
-            loss = criterion(net(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                out = net(x)
+            loss = criterion(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,7 +228,10 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         record: dict = {}
         if rank == 0:
             logits, labels = evaluate_logits(model, val_loader, mean, std, device)
-            val_loss = float(criterion(torch.from_numpy(logits), torch.from_numpy(labels).float()).item())
+            per_face = nn.functional.binary_cross_entropy_with_logits(
+                torch.from_numpy(logits).double(), torch.from_numpy(labels).double(), reduction="none"
+            )
+            val_loss = float((per_face * val_weights).sum())  # balanced over the groups trained on
             metrics = binary_metrics(labels, 1.0 / (1.0 + np.exp(-logits)), threshold=0.5)
             record = {
                 "epoch": epoch, "train_loss": total / max(1, seen), "val_loss": val_loss,
@@ -207,7 +241,10 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
                 "train_images_per_second": seen * world / max(train_seconds, 1e-9), "epoch_seconds": time.perf_counter() - started,
             }  # fmt: skip
             history.append(record)
-            scheduler.step(val_loss)
+            if config.lr_schedule == "cosine":
+                scheduler.step()
+            else:
+                scheduler.step(val_loss)
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
                 torch.save(

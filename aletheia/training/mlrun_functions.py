@@ -28,14 +28,14 @@ def prepare(context, datasets: list, output: str, extra_real: list | None = None
     from mlrun.artifacts import PlotArtifact
 
     from aletheia.data.bias import bias_report
-    from aletheia.data.prepare import PrepareConfig, build_index
+    from aletheia.data.prepare import PrepareConfig, build_index, load_faces
     from aletheia.data.prepare import prepare as run_prepare
 
     config = PrepareConfig(datasets=list(datasets), output=output, extra_real=list(extra_real or []),
                            frames_per_video=frames_per_video, face_policy=face_policy, size=size,
                            max_faces=max_faces, workers=workers, limit=limit)  # fmt: skip
     summary = run_prepare(config)
-    report = bias_report(build_index(config), Path(output) / "bias")
+    report = bias_report(build_index(config), Path(output) / "bias", faces=load_faces(output))
     context.log_artifact(PlotArtifact("class_balance", body=report["figures"]["class_balance"]))
     for name, path in report["paths"].items():
         _log_png(context, f"bias_{name}", path)

@@ -144,3 +144,24 @@ def test_box_in_crop_locates_the_face_inside_the_crop(policy: str) -> None:
     x0, y0, x1, y1 = box_in_crop(400, 600, box, policy, 224).round().astype(int)
     assert crop[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].min() > 240
     assert crop[: max(0, y0 - 3)].max() < 15 and crop[y1 + 3 :].max() < 15
+
+
+def test_matching_margin_frames_whole_photos_like_pre_cropped_training_faces() -> None:
+    from aletheia.faces.extract import face_fraction, matching_margin
+
+    rng = np.random.default_rng(0)
+    side = rng.uniform(100, 200, 50)
+    # Faces found in big photos: the crop at margin 0.2 never reaches the border, so 0.2 is already right.
+    photo_boxes = np.stack([np.full(50, 900.0), np.full(50, 900.0), 900 + side, 900 + side], axis=1)
+    photo_sizes = np.full((50, 2), 2000)
+    assert matching_margin(photo_boxes, photo_sizes) == 0.2
+    # Pre-cropped faces (the box fills most of the picture): the crop is clipped to the picture, so tighter.
+    tight_boxes = np.stack([np.full(50, 10.0), np.full(50, 10.0), 10 + side, 10 + side], axis=1)
+    tight_sizes = np.stack([side + 20, side + 20], axis=1).astype(int)
+    margin = matching_margin(tight_boxes, tight_sizes)
+    assert margin < 0.1
+    trained = np.median([face_fraction(h, w, b) for (h, w), b in zip(tight_sizes, tight_boxes, strict=True)])
+    in_a_photo = np.median(
+        [face_fraction(h, w, b, margin) for (h, w), b in zip(photo_sizes, photo_boxes, strict=True)]
+    )
+    assert in_a_photo == pytest.approx(trained, abs=0.02)

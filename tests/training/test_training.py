@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from aletheia.cli import main
+from aletheia.faces.extract import crop_face
 from aletheia.io import load_image
 from aletheia.training.tracking import list_records
 
@@ -90,7 +91,18 @@ def test_train_one_epoch_then_resume(prepared: Path, workspace: Path) -> None:
             [
                 "train",
                 *_train_args(
-                    prepared, workspace, "run1", "--epochs", "1", "--self-blend", "0.5", "--equalise-quality"
+                    prepared,
+                    workspace,
+                    "run1",
+                    "--epochs",
+                    "1",
+                    "--self-blend",
+                    "0.5",
+                    "--equalise-quality",
+                    "--precision",
+                    "bf16",
+                    "--lr-schedule",
+                    "cosine",
                 ),
             ]
         )
@@ -200,9 +212,15 @@ def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
     assert calibrated.threshold == pytest.approx(saved["threshold"]) and raw.threshold == 0.5
     face = load_image(ASTRONAUT)
     # The calibrated logit is the raw one divided by the temperature.
-    raw_logit = raw.logits(raw.predict(face).faces[0].crop[None])[0]
-    cal_logit = calibrated.logits(calibrated.predict(face).faces[0].crop[None])[0]
-    assert cal_logit == pytest.approx(raw_logit / saved["temperature"], rel=1e-4, abs=1e-5)
+    crop = raw.predict(face).faces[0].crop[None]
+    assert calibrated.logits(crop)[0] == pytest.approx(
+        raw.logits(crop)[0] / saved["temperature"], rel=1e-4, abs=1e-5
+    )
+    # Faces are cut at the margin that matches the training crops' framing, stored with the weights.
+    assert 0.0 <= saved["crop_margin"] <= 0.2 and raw.config.crop_margin == 0.2
+    found = calibrated.predict(face).faces[0]
+    expected = crop_face(face, found.box, "scale", 224, saved["crop_margin"])
+    assert np.array_equal(found.crop, expected)
     # With a 0% target, no validation real face may be flagged at the stored threshold.
     val = pd.read_csv(run / "val_faces.csv")
     assert saved["calibration"]["at_threshold"]["fpr"] in (0.0, None) or len(val[val["label"] == "real"]) == 0
