@@ -41,7 +41,9 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (e.g. 1 each for two runs side by side)")
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), help="bf16: faster training on CPUs with AVX512-BF16"
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="bf16: faster on CPUs with AVX512-BF16, far slower without; auto: bf16 where the hardware has it",
     )
     p.add_argument("--lr-schedule", choices=("plateau", "cosine"))
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None)

@@ -10,11 +10,17 @@ FACESWAP="FF++ FaceSwap, Haar face crop 299px"
 
 # 1. Faces of every labelled input, cropped as inference crops them, plus the bias report.
 $A prepare "$DATA/labels.csv" --output "$WORK/prepared" --preview "$WORK/prepared/augmentation_preview.png"
-# 2. The model that ships, and a leave-one-method-out twin that never sees FaceSwap.
-$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/run"
-$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/lomo-faceswap" \
+# 2. The model that ships, in two stages (recipe v4 from ImageNet weights, then the v5 fine-tune), and a
+#    leave-one-method-out twin that never sees FaceSwap, trained the same way.
+$A train --config configs/default_model_base.yaml --data "$WORK/prepared" --output "$WORK/base"
+$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/run" \
+  --init-checkpoint "$WORK/base/best.pth"
+$A train --config configs/default_model_base.yaml --data "$WORK/prepared" --output "$WORK/lomo-faceswap-base" \
   --exclude-method "$FACESWAP"
-# 3. Temperature and threshold (5% of validation reals flagged) fitted on validation, stored in the weights.
+$A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/lomo-faceswap" \
+  --init-checkpoint "$WORK/lomo-faceswap-base/best.pth" --exclude-method "$FACESWAP"
+# 3. Temperature, threshold (5% of each real source's validation faces flagged) and the crop margin that frames
+#    photo faces like the training crops, fitted on validation and stored in the weights.
 $A calibrate --model "$WORK/run/best.pth" --run-dir "$WORK/run" --output aletheia/assets/models/aletheia-lite0.pth
 $A calibrate --model "$WORK/lomo-faceswap/best.pth" --run-dir "$WORK/lomo-faceswap" --output "$WORK/lomo-faceswap/calibrated.pth"
 # 4. Held-out metrics by source and method, shortcut checks, false positives on real photos, speed.

@@ -61,10 +61,11 @@ class TrainConfig(BaseModel):
     )
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.1, gt=0, lt=1)
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16"] = Field(
         "fp32",
         description="bf16: autocast the training forward pass to bfloat16 (about 1.5x faster on CPUs with "
-        "AVX512-BF16); validation always runs in fp32",
+        "AVX512-BF16 or AMX, about 10x slower on CPUs without, where it is emulated); auto: bf16 only where the "
+        "hardware has it; validation always runs in fp32",
     )
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on training steps per epoch")
     max_val_samples: int | None = Field(None, ge=1)

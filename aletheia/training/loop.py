@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,25 @@ def build_model(config: TrainConfig) -> nn.Module:
     return model
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device computes bfloat16 in hardware (CPU: AVX512-BF16 or AMX); elsewhere it is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def use_bf16_autocast(precision: str, device: torch.device) -> bool:
+    """`auto` picks bf16 only where the hardware has it; a forced `bf16` without it is honoured, with a warning."""
+    native = native_bf16(device)
+    if precision == "bf16" and not native:
+        warnings.warn(
+            f"precision bf16 on a {device.type} without native bfloat16: it is emulated and trains several times "
+            "slower than fp32 (use --precision auto or fp32)",
+            stacklevel=2,
+        )
+    return precision == "bf16" or (precision == "auto" and native)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -134,6 +154,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
     device = torch.device(config.device)
+    use_bf16 = use_bf16_autocast(config.precision, device)
     model_config = get_config(config.model)
     mean, std = model_config.mean, model_config.std
 
@@ -212,7 +233,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             observed_batch_size = observed_batch_size or len(
                 y
             )  # proof that a searched batch size took effect
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(x)
             loss = criterion(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
