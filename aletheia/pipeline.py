@@ -105,6 +105,10 @@ class DeepfakeDetectorPipeline:
             self._classify(waiting)
             yield from (p.result for p in waiting)
 
+    def crop_face(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """One face cut as this model's classifier expects it: face policy, input size and the model's crop margin."""
+        return crop_face(image, box, self.face_policy, self.config.input_size, self.config.crop_margin)
+
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Fake probabilities for face crops (n, size, size, 3) RGB uint8, already cut with `crop_face`."""
         return _sigmoid(self.logits(crops))
@@ -131,8 +135,7 @@ class DeepfakeDetectorPipeline:
             )
             return _Pending(result, crop[None])
         faces = self.detector.detect(image)
-        margin = self.config.crop_margin
-        crops = [crop_face(image, face.box, self.face_policy, size, margin) for face in faces]
+        crops = [self.crop_face(image, face.box) for face in faces]
         for face in faces:
             result.faces.append(
                 FaceResult(

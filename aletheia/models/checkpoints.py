@@ -89,7 +89,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
 
 
 # Settings a checkpoint may carry beside its weights; they override the registry's defaults for that model.
-METADATA_KEYS = ("architecture", "threshold", "temperature", "model_card")
+METADATA_KEYS = ("architecture", "threshold", "temperature", "crop_margin", "model_card")
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[StateDict, dict]:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aletheia.faces.extract import crop_face
 from aletheia.io import InputError
 from aletheia.results import ImageResult
 from aletheia.video.decode import DEFAULT_NUM_FRAMES, VideoInput, VideoReader, is_video_path
@@ -93,9 +92,7 @@ class VideoDetector:
                     frame_result.faces.append(
                         VideoFace(face.box, face.keypoints, face.detection_score, score=float("nan"))
                     )
-                    crops.append(
-                        crop_face(frame.image, face.box, pipeline.face_policy, pipeline.config.input_size)
-                    )
+                    crops.append(pipeline.crop_face(frame.image, face.box))
                 result.frames.append(frame_result)
                 faces.extend(frame_result.faces)
                 crops = self._classify_full_batches(crops, logits)

@@ -24,6 +24,22 @@ def test_bundled_weights_are_small_calibrated_and_documented() -> None:
     assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
 
 
+def test_the_stored_calibration_reaches_the_pipeline() -> None:
+    """Threshold, temperature and crop margin written by `aletheia calibrate` are what inference uses."""
+    from aletheia import DeepfakeDetectorPipeline
+    from aletheia.faces.extract import crop_face
+    from aletheia.io import load_image
+
+    saved = torch.load(DEFAULT_MODEL, weights_only=True)
+    pipeline = DeepfakeDetectorPipeline()
+    assert pipeline.threshold == pytest.approx(saved["threshold"])
+    assert pipeline.config.temperature == pytest.approx(saved["temperature"])
+    assert pipeline.config.crop_margin == pytest.approx(saved["crop_margin"]) != 0.2
+    image = load_image(ASTRONAUT)
+    face = pipeline.predict(image).faces[0]
+    assert np.array_equal(face.crop, crop_face(image, face.box, "scale", 224, saved["crop_margin"]))
+
+
 def test_default_model_scores_match_across_backends_and_call_the_astronaut_real() -> None:
     from aletheia import DeepfakeDetectorPipeline
 
