@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from aletheia.faces.extract import face_fraction, unclipped_face_fraction  # noqa: E402
+
 # The IJG (libjpeg) standard luminance table at quality 50; others are scaled from it.
 _IJG_LUMINANCE = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -87,15 +89,13 @@ def _flags(described: pd.DataFrame) -> list[str]:
     return flags
 
 
-# A face found in a whole photo spans this much of its `scale` crop (margin 0.2); pre-cropped face datasets, whose
-# margin runs off the picture, span more.
-WHOLE_PHOTO_FRAMING = 0.63
+# A square face found in a whole photo spans this much of its `scale` crop (0.625 at margin 0.2); pre-cropped face
+# datasets, whose margin runs off the picture, span more.
+WHOLE_PHOTO_FRAMING = unclipped_face_fraction(np.array([0.0, 0.0, 1.0, 1.0]))
 
 
 def face_framing(faces: pd.DataFrame) -> pd.DataFrame:
     """Per class and source: faces, and the median share of the crop's width the face box spans (`scale` crops)."""
-    from aletheia.faces.extract import face_fraction
-
     faces = faces[faces["face_policy"] == "scale"]
     fraction = [
         face_fraction(int(r.height), int(r.width), np.array([r.x0, r.y0, r.x1, r.y1], dtype=np.float64))
@@ -123,7 +123,7 @@ def _framing_flags(framing: pd.DataFrame) -> list[str]:
         share = tight["faces"].sum() / framing["faces"].sum()
         flags.append(
             f"{share:.0%} of faces come from pre-cropped pictures ({', '.join(map(str, tight['source'].unique()[:4]))}"
-            f"): they fill more of the crop than a face in a whole photo ({WHOLE_PHOTO_FRAMING}); "
+            f"): they fill more of the crop than a face in a whole photo ({WHOLE_PHOTO_FRAMING:.2g}); "
             "`aletheia calibrate` stores a tighter inference margin to match"
         )
     return flags

@@ -232,6 +232,12 @@ def face_fraction(height: int, width: int, box: np.ndarray, margin: float = 0.2)
     return float((box[2] - box[0]) / (right - left))
 
 
+def unclipped_face_fraction(box: np.ndarray, margin: float = 0.2) -> float:
+    """`face_fraction` for a face with room all round it, as in a whole photo: nothing clips its `scale` crop."""
+    x0, y0, x1, y1 = margin_box(box, margin)
+    return float((box[2] - box[0]) / max(x1 - x0, y1 - y0))
+
+
 def matching_margin(boxes: np.ndarray, sizes: np.ndarray, margin: float = 0.2) -> float:
     """The margin at which faces in whole photos are framed as these crops (made at `margin`) frame theirs.
 
@@ -241,13 +247,12 @@ def matching_margin(boxes: np.ndarray, sizes: np.ndarray, margin: float = 0.2) -
     """
     boxes, sizes = np.asarray(boxes, dtype=np.float64), np.asarray(sizes, dtype=int)
     target = np.median([face_fraction(h, w, b, margin) for (h, w), b in zip(sizes, boxes, strict=True)])
-    box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
 
-    def unbounded(m: float) -> float:  # a picture with room around the face: nothing clips the crop
-        return float(np.median(box_w / np.maximum((1 + 2 * m) * box_w, (1 + 3 * m) * box_h)))
+    def in_a_photo(m: float) -> float:
+        return float(np.median([unclipped_face_fraction(b, m) for b in boxes]))
 
     candidates = np.round(np.arange(0.0, margin + 1e-9, 0.01), 2)
-    return float(min(candidates, key=lambda m: abs(unbounded(m) - target)))
+    return float(min(candidates, key=lambda m: abs(in_a_photo(m) - target)))
 
 
 def box_in_crop(
