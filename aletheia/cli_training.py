@@ -33,7 +33,9 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
         "--equalise-quality", action="store_true", default=None, help="re-encode and resample every crop"
     )
     p.add_argument("--self-blend", type=float, help="fraction of fake draws made self-blended pseudo-fakes")
-    p.add_argument("--retouch", type=float, help="share of crops given a beauty-filter smoothing")
+    p.add_argument(
+        "--retouch", type=float, help="share of faces, real and fake alike, given a beauty filter on the face"
+    )
     p.add_argument("--exclude-method", nargs="+", dest="exclude_methods", help="methods left out of training")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--max-val-samples", type=int)

@@ -19,20 +19,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-def retouch(image: np.ndarray, **_: object) -> np.ndarray:
-    """A beauty-filter look: edge-preserving smoothing of a random strength (skin flattens, edges stay)."""
-    sigma = float(np.random.uniform(20.0, 60.0))
-    return cv2.bilateralFilter(image, d=7, sigmaColor=sigma, sigmaSpace=3.0 + sigma / 10.0)
-
-
-def training_augmentation(
-    strength: float = 1.0, equalise_quality: bool = False, retouch_p: float = 0.0
-) -> A.Compose:
+def training_augmentation(strength: float = 1.0, equalise_quality: bool = False) -> A.Compose:
     """Flip; brightness/contrast or hue/saturation/value; ISO or Gaussian noise; downscale 0.7-0.9; JPEG 50-99.
 
     `strength` scales every probability (0 disables augmentation), so a grid search can tune it.
-    `retouch_p` smooths that share of crops, real and fake alike, as retouching apps do: smooth skin is then no sign
-    of blending (retouched real portraits were the default model's commonest false positives).
     `equalise_quality` moves every crop, real and fake alike, to a random point of a common quality range (resampled
     to 35-70%, blurred or sharpened, then JPEG 60-95), so sources that differ in resolution, sharpness or compression
     cannot be told apart by those alone: the dev data's real faces are all soft and its only sharp faces are
@@ -58,7 +48,6 @@ def training_augmentation(
             A.OneOf([A.ISONoise(), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3 * p),
             A.Downscale(scale_range=(0.7, 0.9), p=0.3 * p),
             A.ImageCompression(quality_range=(50, 99), p=0.5 * p),
-            *([A.Lambda(image=retouch, p=retouch_p)] if retouch_p > 0 else []),
             *(equalise if equalise_quality else []),
         ]
     )

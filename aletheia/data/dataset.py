@@ -164,7 +164,7 @@ class FaceCropDataset(Dataset):
     Indices past the end give self-blended pseudo-fakes (label 1) of the real face at `index - len(self)`.
     """
 
-    def __init__(self, faces: pd.DataFrame, augment=None, seed: int = 0) -> None:
+    def __init__(self, faces: pd.DataFrame, augment=None, seed: int = 0, retouch: float = 0.0) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
         self.groups = balance_groups(faces)
@@ -172,6 +172,7 @@ class FaceCropDataset(Dataset):
         self.augment = augment
         self.faces = faces.reset_index(drop=True)
         self.seed = seed
+        self.retouch = retouch  # share of draws, of either class, given a beauty filter on the face
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -182,23 +183,34 @@ class FaceCropDataset(Dataset):
             raise OSError(f"cannot read cached crop {self.paths[index]}: re-run `aletheia prepare`")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
-    def _self_blended(self, index: int, draw: int) -> np.ndarray:
-        from aletheia.data.self_blend import self_blend
+    def _face_box(self, index: int) -> np.ndarray:
+        """Where the detected face lies inside its cached crop (crop pixels)."""
         from aletheia.faces.extract import box_in_crop
 
         row = self.faces.iloc[index]
         box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]], dtype=np.float64)
-        face_box = box_in_crop(
+        return box_in_crop(
             int(row["height"]), int(row["width"]), box, row["face_policy"], int(row["crop_size"])
         )
-        rng = np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32])
-        return self_blend(self._read(index), face_box, rng)
+
+    def _rng(self, draw: int, stream: int) -> np.random.Generator:
+        # Differs per draw, per epoch's worker seed and per use, so no two draws share their random choices.
+        return np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32, stream])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from aletheia.data.retouch import retouch_face
+        from aletheia.data.self_blend import self_blend
+
+        face = index - len(self) if index >= len(self) else index
+        image = self._read(face)
         if index >= len(self):
-            image, label = self._self_blended(index - len(self), index), 1
+            image, label = self_blend(image, self._face_box(face), self._rng(index, 0)), 1
         else:
-            image, label = self._read(index), int(self.labels[index])
+            label = int(self.labels[index])
+        if self.retouch > 0:
+            rng = self._rng(index, 1)
+            if rng.random() < self.retouch:
+                image = retouch_face(image, self._face_box(face), rng)
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), label

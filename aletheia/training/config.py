@@ -31,7 +31,11 @@ class TrainConfig(BaseModel):
         "cannot tell the classes apart",
     )
     retouch: float = Field(
-        0.0, ge=0, le=1, description="share of crops, real and fake alike, given a beauty-filter smoothing"
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training faces, real and fake alike, given a beauty filter on the face (skin "
+        "smoothing under a soft face mask), so a smooth face is no sign of blending",
     )
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"

@@ -167,8 +167,9 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         val_faces.to_csv(output / "val_faces.csv", index=False)
     train_set = FaceCropDataset(
         train_faces,
-        training_augmentation(config.augment_strength, config.equalise_quality, config.retouch),
+        training_augmentation(config.augment_strength, config.equalise_quality),
         config.seed,
+        retouch=config.retouch,
     )
     val_set = FaceCropDataset(val_faces)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
