@@ -1,12 +1,12 @@
 """A beauty filter on the face only, for real and fake training faces alike.
 
 Why: self-blended pseudo-fakes teach that a face smoother than its surroundings was pasted in, and a real face
-retouched by an app or by studio make-up is exactly that. Smoothing the skin of a real face (under a soft mask over
-the face, as retouching apps do) raised the shipped v5 model's mean score on validation reals from 0.18-0.23 to
-0.41-0.42 and the share it flagged from 4% to 19%; polished celebrity portraits were its commonest false positives.
-Giving the same filter to a share of every class's training faces makes a smooth face no sign of either class, so
-the model has to rely on the traces a blend leaves that a beauty filter does not (colour mismatch, misalignment,
-the boundary itself).
+retouched by an app or by studio make-up is exactly that. Smoothing the skin of every validation real face raised
+the shipped v5 model's share flagged from 4.8% to 25.4% (`beauty_filter` in benchmarks/default_model_report.py).
+Giving the filter to a share of every class's training faces makes a smooth face no sign of either class, so the
+model has to rely on the traces a blend leaves that a beauty filter does not (colour mismatch, misalignment, the
+boundary itself). The trade-off, measured in stage 2 at 0.3: 25.4% -> 12.2%, but 0.02-0.03 less like-for-like AUC
+on FF++ Deepfakes and Face2Face, whose blends are smooth too (see the model card).
 """
 
 from __future__ import annotations
