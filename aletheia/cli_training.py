@@ -64,6 +64,14 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--max-faces", type=int, default=4, help="faces kept per image or frame (default 4)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--min-face-fraction",
+        type=float,
+        metavar="F",
+        help="look only for faces at least this share of an image's longer side (0.25 for datasets of pre-cropped "
+        "faces: about 13x faster; misses the small faces of whole photos and video frames; default: search every "
+        "input for small faces too)",
+    )
     p.add_argument("--limit", type=int, help="prepare at most this many inputs (a quick trial)")
     p.add_argument("--preview", type=Path, metavar="PNG", help="also write a grid of augmented samples here")
     _runs_root(p)
@@ -120,12 +128,14 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from aletheia.data.prepare import PrepareConfig, check_resumable
     from aletheia.training.tracking import run_handler
 
     params = {"datasets": [str(d) for d in args.datasets], "output": str(Path(args.output).resolve()),
               "extra_real": [str(d) for d in args.extra_real], "frames_per_video": args.frames,
               "face_policy": args.face_policy, "size": args.size, "max_faces": args.max_faces,
-              "workers": args.workers, "limit": args.limit}  # fmt: skip
+              "workers": args.workers, "limit": args.limit, "min_face_fraction": args.min_face_fraction}  # fmt: skip
+    check_resumable(PrepareConfig(**params))  # before MLRun: its run record can lose the error's message
     record = run_handler("prepare", params, args.runs_root)
     print(json.dumps({"run": record.uid, **record.results}, indent=1, default=str))
     if args.preview:

@@ -50,6 +50,9 @@ class PrepareConfig:
     size: int = 224
     max_faces: int = 4  # per image or frame, best first: crowds add little and cost a lot
     min_face_size: int | None = None
+    # Share of an image's longer side below which faces are not searched for: 0.25 suits pre-cropped face datasets
+    # and prepares them about 13x faster (see FaceDetector); None searches every input for small faces too.
+    min_face_fraction: float | None = None
     workers: int = 2
     limit: int | None = None  # at most this many inputs (quick trials)
 
@@ -76,7 +79,7 @@ def _init_worker(config: PrepareConfig) -> None:
     global _detector, _config
     torch.set_num_threads(1)  # one process per core does better than two threads per process here
     _config = config
-    _detector = FaceDetector(min_face_size=config.min_face_size)
+    _detector = FaceDetector(min_face_size=config.min_face_size, min_face_fraction=config.min_face_fraction)
 
 
 def _frames(item: dict) -> Iterator[tuple[int, np.ndarray]]:
@@ -137,22 +140,26 @@ def _append_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def check_resumable(config: PrepareConfig) -> None:
+    """Refuse to add crops cut with other settings to an existing output folder (the two kinds would mix)."""
+    config_path = Path(config.output) / "prepare_config.json"
+    if not config_path.exists():
+        return
+    previous = json.loads(config_path.read_text())
+    keys = ("face_policy", "size", "frames_per_video", "max_faces", "min_face_size", "min_face_fraction")
+    changed = {k for k in keys if previous.get(k) != asdict(config)[k]}
+    if changed:
+        raise ValueError(
+            f"{config.output} was prepared with other {', '.join(sorted(changed))}; use a new output folder"
+        )
+
+
 def prepare(config: PrepareConfig, progress: bool = True) -> dict:
     """Run (or resume) the preparation; returns a summary with counts per status."""
+    check_resumable(config)
     output = Path(config.output)
     (output / "crops").mkdir(parents=True, exist_ok=True)
     config_path = output / "prepare_config.json"
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        changed = {
-            k
-            for k in ("face_policy", "size", "frames_per_video", "max_faces")
-            if previous.get(k) != asdict(config)[k]
-        }
-        if changed:
-            raise ValueError(
-                f"{output} was prepared with other {', '.join(sorted(changed))}; use a new output folder"
-            )
     config_path.write_text(json.dumps(asdict(config), indent=2))
 
     table = build_index(config)

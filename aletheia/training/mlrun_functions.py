@@ -23,7 +23,7 @@ def _log_png(context, key: str, path: str | Path) -> None:
 
 def prepare(context, datasets: list, output: str, extra_real: list | None = None, frames_per_video: int = 32,
             face_policy: str = "scale", size: int = 224, max_faces: int = 4, workers: int = 2,
-            limit: int | None = None) -> None:  # fmt: skip
+            limit: int | None = None, min_face_fraction: float | None = None) -> None:  # fmt: skip
     """Index, detect, crop and cache faces; write and log the bias report."""
     from mlrun.artifacts import PlotArtifact
 
@@ -33,7 +33,8 @@ def prepare(context, datasets: list, output: str, extra_real: list | None = None
 
     config = PrepareConfig(datasets=list(datasets), output=output, extra_real=list(extra_real or []),
                            frames_per_video=frames_per_video, face_policy=face_policy, size=size,
-                           max_faces=max_faces, workers=workers, limit=limit)  # fmt: skip
+                           max_faces=max_faces, workers=workers, limit=limit,
+                           min_face_fraction=min_face_fraction)  # fmt: skip
     summary = run_prepare(config)
     report = bias_report(build_index(config), Path(output) / "bias", faces=load_faces(output))
     context.log_artifact(PlotArtifact("class_balance", body=report["figures"]["class_balance"]))

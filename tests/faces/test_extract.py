@@ -165,3 +165,22 @@ def test_matching_margin_frames_whole_photos_like_pre_cropped_training_faces() -
         [face_fraction(h, w, b, margin) for (h, w), b in zip(photo_sizes, photo_boxes, strict=True)]
     )
     assert in_a_photo == pytest.approx(trained, abs=0.02)
+
+
+def test_min_face_fraction_finds_the_same_face_in_a_pre_cropped_face_with_far_fewer_tiles(
+    detector: FaceDetector, astronaut: np.ndarray
+) -> None:
+    """A 200-px face crop, as face datasets ship them: the shallow pyramid finds the very same box."""
+    face = detector.detect(astronaut)[0]
+    head = margin_box(face.box, 0.2).round().astype(int).clip(0, 511)
+    crop = cv2.resize(
+        astronaut[head[1] : head[3], head[0] : head[2]], (200, 200), interpolation=cv2.INTER_AREA
+    )
+    shallow = FaceDetector(min_face_fraction=0.25)
+    tiles = lambda d: sum(len(level) for _, level in d._tiles(200, 200))  # noqa: E731
+    assert tiles(shallow) * 10 < tiles(detector)
+    full, fast = detector.detect(crop), shallow.detect(crop)
+    assert len(full) == len(fast) == 1
+    np.testing.assert_allclose(fast[0].box, full[0].box, atol=0.5)
+    with pytest.raises(ValueError, match="min_face_fraction"):
+        FaceDetector(min_face_fraction=0.0)

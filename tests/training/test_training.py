@@ -80,6 +80,44 @@ def test_prepare_caches_faces_reports_bias_and_records_the_run(prepared: Path, w
     assert "class_balance" in record.artifacts and "bias_report" in record.artifacts
 
 
+def test_prepare_with_a_min_face_fraction_cuts_pre_cropped_faces_identically(
+    workspace: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Face datasets ship pre-cropped faces (UTKFace: 200 px): the shallow search finds each face as the full
+    pyramid does, crop for crop; resuming a folder with another setting would mix two kinds of crops: refused."""
+    astronaut = load_image(ASTRONAUT)
+    face = crop_face(astronaut, np.array([174.0, 77.0, 274.0, 176.0]), "scale", 200)  # her face, 20% margin
+    root = workspace / "face-pictures"
+    for i in range(3):
+        _write(
+            root / "real" / f"p{i}.jpg", np.ascontiguousarray(face[:, ::-1] if i % 2 else face), 75 + 5 * i
+        )
+        _write(root / "fake" / "blur" / f"p{i}.jpg", cv2.GaussianBlur(face, (0, 0), 1 + i), 90)
+    outputs = {}
+    for fraction in (None, "0.25"):
+        out = workspace / f"pictures-{fraction}"
+        args = [
+            "prepare",
+            str(root),
+            "--output",
+            str(out),
+            "--runs-root",
+            str(workspace / "runs"),
+            "--workers",
+            "1",
+        ]
+        assert main(args + (["--min-face-fraction", fraction] if fraction else [])) == 0
+        outputs[fraction] = (out, pd.read_csv(out / "faces.csv").sort_values("path").reset_index(drop=True))
+    (deep_dir, deep), (shallow_dir, shallow) = outputs[None], outputs["0.25"]
+    assert len(deep) == 6 and deep["path"].tolist() == shallow["path"].tolist()
+    for a, b in zip(deep["crop"], shallow["crop"], strict=True):
+        assert np.array_equal(load_image(deep_dir / a), load_image(shallow_dir / b))
+    capsys.readouterr()
+    resumed = main(["prepare", str(root), "--output", str(deep_dir), "--runs-root", str(workspace / "runs"),
+                    "--min-face-fraction", "0.25"])  # fmt: skip
+    assert resumed != 0 and "other min_face_fraction" in capsys.readouterr().err
+
+
 def _train_args(prepared: Path, workspace: Path, out: str, *extra: str) -> list[str]:
     return ["--data", str(prepared), "--output", str(workspace / out), "--runs-root", str(workspace / "runs"),
             "--batch-size", "4", "--steps-per-epoch", "2", "--num-workers", "0", *extra]  # fmt: skip
