@@ -77,18 +77,12 @@ def _beauty_filtered(crop: np.ndarray, face_box: np.ndarray) -> np.ndarray:
 def beauty_filter_check(model: str, reals: pd.DataFrame, threshold: float) -> dict:
     """Validation reals before and after a beauty filter on the face: a detector of blending must not call a
     retouched real face fake (polished portraits were the commonest false positives)."""
-    import cv2
-
-    from aletheia.faces.extract import box_in_crop
+    from aletheia.data.dataset import FaceCropDataset
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
     pipeline = DeepfakeDetectorPipeline(model_checkpoint=model)
-    filtered = []
-    for row in reals.itertuples():
-        crop = cv2.cvtColor(cv2.imread(row.crop), cv2.COLOR_BGR2RGB)
-        box = box_in_crop(row.height, row.width, np.array([row.x0, row.y0, row.x1, row.y1]), row.face_policy,
-                          row.crop_size)  # fmt: skip
-        filtered.append(_beauty_filtered(crop, box))
+    crops = FaceCropDataset(reals)  # no augmentation: the cached crops as they are
+    filtered = [_beauty_filtered(crops[i][0].numpy(), crops.face_box(i)) for i in range(len(crops))]
     after = pipeline.score_crops(np.stack(filtered))
     before = reals["score"].to_numpy()
     return {"reals": len(reals), "mean_score_before": round(float(before.mean()), 4),

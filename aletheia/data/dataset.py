@@ -183,8 +183,8 @@ class FaceCropDataset(Dataset):
             raise OSError(f"cannot read cached crop {self.paths[index]}: re-run `aletheia prepare`")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
-    def _face_box(self, index: int) -> np.ndarray:
-        """Where the detected face lies inside its cached crop (crop pixels)."""
+    def face_box(self, index: int) -> np.ndarray:
+        """Where the detected face lies inside its cached crop (crop pixels), e.g. to place a mask on the face."""
         from aletheia.faces.extract import box_in_crop
 
         row = self.faces.iloc[index]
@@ -204,13 +204,13 @@ class FaceCropDataset(Dataset):
         face = index - len(self) if index >= len(self) else index
         image = self._read(face)
         if index >= len(self):
-            image, label = self_blend(image, self._face_box(face), self._rng(index, 0)), 1
+            image, label = self_blend(image, self.face_box(face), self._rng(index, 0)), 1
         else:
             label = int(self.labels[index])
         if self.retouch > 0:
             rng = self._rng(index, 1)
             if rng.random() < self.retouch:
-                image = retouch_face(image, self._face_box(face), rng)
+                image = retouch_face(image, self.face_box(face), rng)
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), label
