@@ -25,6 +25,7 @@ from aletheia.serving.api import (
     install_error_handlers,
 )
 from aletheia.serving.service import DetectionService, load_pipelines
+from aletheia.serving.uploads import UploadsOnlyMiddleware
 
 # A source checkout ships public-domain example photos here; an installed wheel has none and shows no examples.
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -79,7 +80,7 @@ def build_app(
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -91,6 +92,11 @@ def build_app(
         theme=theme,
         show_error=True,
     )
+    # Gradio checks that file inputs are uploads only once an app has launched (processing_utils._check_allowed),
+    # and a mounted app never does: switch its check on, and put ours in front of it (see uploads.py).
+    demo.has_launched = True
+    app.add_middleware(UploadsOnlyMiddleware, exempt_prefix=API_PREFIX)
+    return app
 
 
 def serve(

@@ -34,6 +34,7 @@ from aletheia.serving.service import (
     upload_name,
     with_threshold,
 )
+from aletheia.serving.uploads import read_upload
 from aletheia.video import DEFAULT_NUM_FRAMES, TRACK_STRATEGIES, VIDEO_EXTENSIONS, VideoResult
 
 # The file picker offers these; Gradio refuses other extensions with its own message, and a file with a right
@@ -180,7 +181,10 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         if not path:
             return None, WAITING, [], None, None
         name = upload_name(path)  # Gradio keeps the client's file name inside a per-upload folder
-        data = Path(path).read_bytes()
+        try:
+            data = read_upload(path)  # never a file of the server's own, whatever an API client sends
+        except InputError as exc:
+            return _message("Could not read this file", str(exc))
         try:
             if is_video_upload(data, name):
                 video = service.detect_video(
