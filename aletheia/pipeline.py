@@ -114,8 +114,19 @@ class DeepfakeDetectorPipeline:
         return _sigmoid(self.logits(crops))
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
-        """Classifier logits for face crops, divided by the model's calibration temperature."""
+        """Classifier logits (overall fake) for face crops, divided by the model's calibration temperature."""
         return self._logits(crops)[0]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of fake the model scores separately ("manipulated", "generated"), or () for one-output models."""
+        return self.config.kinds
+
+    def logits_by_kind(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(overall logits (n,), per-kind logits (n, len(kinds))) for face crops from one pass, both divided by the
+        calibration temperature; the second is (n, 0) for one-output models."""
+        overall, per_kind, _ = self._logits(crops)
+        return overall, per_kind
 
     # -- the steps ----------------------------------------------------------------------------------------------
 
@@ -150,12 +161,13 @@ class DeepfakeDetectorPipeline:
         if sum(counts) == 0:
             return
         all_crops = np.concatenate([p.crops for p in pending])
-        logits, attention = self._logits(all_crops, return_attention)
-        scores = _sigmoid(logits)
+        logits, kind_logits, attention = self._logits(all_crops, return_attention)
+        scores, kind_scores = _sigmoid(logits), _sigmoid(kind_logits)
         start = 0
         for item, count in zip(pending, counts, strict=True):
             for i, face in enumerate(item.result.faces):
                 face.score = float(scores[start + i])
+                face.scores = dict(zip(self.kinds, map(float, kind_scores[start + i]), strict=True))
                 face.crop = item.crops[i]
                 if attention is not None:
                     face.attention = attention[start + i]
@@ -163,8 +175,9 @@ class DeepfakeDetectorPipeline:
 
     def _logits(
         self, crops: np.ndarray, return_attention: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        logits, maps = [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(overall logits (n,), per-kind logits (n, len(kinds)), attention maps or None), all from one pass."""
+        logits, kind_logits, maps = [], [], []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 batch = torch.from_numpy(crops[start : start + self.batch_size]).to(torch.float32)
@@ -175,9 +188,13 @@ class DeepfakeDetectorPipeline:
                     maps.append(batch_maps[:, 0].float().cpu().numpy())
                 else:
                     batch_logits = self.classifier(batch)
-                logits.append(batch_logits.flatten().float().cpu().numpy() / self.config.temperature)
+                batch_logits = batch_logits.float().cpu().numpy().reshape(len(batch), -1) / self.config.temperature
+                logits.append(batch_logits[:, 0])
+                kind_logits.append(batch_logits[:, 1:])
         attention = np.concatenate(maps) if maps else None
-        return np.concatenate(logits), attention
+        if not logits:
+            return np.zeros(0), np.zeros((0, len(self.kinds))), attention
+        return np.concatenate(logits), np.concatenate(kind_logits), attention
 
 
 def _no_crops(config: ModelConfig) -> np.ndarray:

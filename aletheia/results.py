@@ -29,14 +29,19 @@ class FaceResult:
     score: float  # probability that the face is fake
     crop: np.ndarray | None = field(default=None, repr=False)  # the classifier's input, RGB uint8
     attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) in 0..1, where the network looked
+    # Probability per kind of fake ("manipulated", "generated") for models that score kinds; empty otherwise.
+    scores: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "box": [round(float(v), 1) for v in self.box],
             "detection_score": round(float(self.detection_score), 4),
             "score": round(float(self.score), 6),
-            "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in self.keypoints],
         }
+        if self.scores:
+            out["scores"] = {kind: round(float(p), 6) for kind, p in self.scores.items()}
+        out["keypoints"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.keypoints]
+        return out
 
 
 @dataclass
@@ -60,12 +65,22 @@ class ImageResult:
     def label(self) -> Label:
         return verdict(self.error, self.score, self.threshold)
 
+    @property
+    def scores(self) -> dict[str, float]:
+        """Per kind of fake, the highest face probability (empty for one-output models or without faces)."""
+        kinds = self.faces[0].scores if self.faces else {}
+        return {kind: max(f.scores[kind] for f in self.faces) for kind in kinds}
+
     def to_json(self) -> dict[str, Any]:
         score = self.score
-        return {
+        out = {
             "path": self.path,
             "kind": "image",
             "score": None if score is None else round(float(score), 6),
+        }
+        if scores := self.scores:
+            out["scores"] = {kind: round(float(p), 6) for kind, p in scores.items()}
+        return out | {
             "label": self.label,
             "threshold": self.threshold,
             "model": self.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 
 import cv2
@@ -83,6 +84,29 @@ def mix_in_self_blended(
     return order
 
 
+# Training targets per face: which kind of face it is. The model's overall label is "fake" for both fake kinds.
+REAL, MANIPULATED, GENERATED = 0, 1, 2
+# Methods whose faces are generated whole rather than edited (StyleGAN3-R, "Stable Diffusion 2.1", "DALL-E 3", ...).
+_GENERATED_METHOD = re.compile(
+    r"(style)?gan\d?\b|diffusion|text-to-image|midjourney|dall-?e|firefly|imagen|flux|generated", re.IGNORECASE
+)
+
+
+def fake_kind(method: str) -> int:
+    """GENERATED for a method that makes whole faces (GAN, diffusion), else MANIPULATED (swap, reenactment, blend)."""
+    return GENERATED if _GENERATED_METHOD.search(str(method)) else MANIPULATED
+
+
+def face_kinds(faces: pd.DataFrame) -> np.ndarray:
+    """REAL, MANIPULATED or GENERATED for every face, from its label and method (or a `fake_kind` column)."""
+    if "fake_kind" in faces.columns:
+        named = faces["fake_kind"].astype(str).str.lower().map({"manipulated": MANIPULATED, "generated": GENERATED})
+    else:
+        named = pd.Series(np.nan, index=faces.index)
+    kinds = named.fillna(faces["method"].map(fake_kind)).to_numpy(dtype=np.int64)
+    return np.where((faces["label"] == "fake").to_numpy(), kinds, REAL)
+
+
 def balance_groups(faces: pd.DataFrame) -> np.ndarray:
     """What `balance: method` evens out: the source of each real face, the manipulation method of each fake."""
     is_fake = (faces["label"] == "fake").to_numpy()
@@ -102,13 +126,16 @@ def source_balanced_indices(
     epoch: int,
     seed: int,
     length: int | None = None,
+    pseudo_generate: float = 0.0,
 ) -> np.ndarray:
     """Draws in which every source (dataset of origin) has an equal share and is itself half real, half fake, so
     knowing the dataset says nothing about the label.
 
-    A source's fake draws are its own fakes (methods equally often) or, with probability `self_blend` and always
-    for a source without fakes, pseudo-fakes of its real faces (index n + j, as `mix_in_self_blended`). A source
-    without real faces cannot be balanced and is left out: training on it would teach "this dataset is fake".
+    A source's fake draws are, with probability `pseudo_generate`, pseudo-generated faces of its real faces (index
+    2n + j); else its own fakes (methods equally often) or, with probability `self_blend` and always for a source
+    without fakes, self-blended pseudo-fakes of its real faces (index n + j, as `mix_in_self_blended`). A source
+    without real faces cannot be balanced and is left out: training on it would teach "this dataset is fake" (pair
+    it with the source of its real counterpart instead, e.g. a generator with the faces it was trained on).
     """
     rng = np.random.default_rng([seed, epoch, 2])
     n = len(labels) if length is None else length
@@ -120,6 +147,8 @@ def source_balanced_indices(
     source_of_draw = rng.integers(len(names), size=n)
     wants_fake = rng.random(n) < 0.5
     wants_blend = rng.random(n) < self_blend
+    # Drawn separately from the other choices, so a run without pseudo-generated faces draws as it always did.
+    wants_generated = np.random.default_rng([seed, epoch, 3]).random(n) < pseudo_generate
     order = np.empty(n, dtype=np.int64)
     for k, name in enumerate(names):
         reals = np.flatnonzero((sources == name) & (labels == 0))
@@ -133,6 +162,9 @@ def source_balanced_indices(
         if manipulated.any():
             weights = sampling_weights(labels[fakes], groups[fakes])  # every method of the source alike
             order[manipulated] = rng.choice(fakes, size=int(manipulated.sum()), p=weights)
+        generated = here & wants_fake & wants_generated
+        if generated.any():
+            order[generated] = 2 * len(labels) + rng.choice(reals, size=int(generated.sum()))
     return order
 
 
@@ -145,30 +177,46 @@ def epoch_order(
     seed: int,
     length: int | None = None,
     sources: np.ndarray | None = None,
+    pseudo_generate: float = 0.0,
 ) -> np.ndarray:
     """One epoch's draws as training takes them: `source` balance (`source_balanced_indices`), or balanced by
     `epoch_indices` and then `self_blend` of the fake draws swapped for pseudo-fakes, made from every real source
-    equally under `balance: method`."""
+    equally under `balance: method`. Pseudo-generated faces need `balance: source`."""
     if balance == "source":
         if sources is None:
             raise ValueError("balance 'source' needs the source of every face")
-        return source_balanced_indices(labels, sources, groups, self_blend, epoch, seed, length)
+        return source_balanced_indices(
+            labels, sources, groups, self_blend, epoch, seed, length, pseudo_generate
+        )
+    if pseudo_generate > 0:
+        raise ValueError("pseudo_generate needs balance 'source'")
     order = epoch_indices(labels, balance, epoch, seed, length, groups)
     source_weights = sampling_weights(labels, groups) if balance == "method" else None
     return mix_in_self_blended(order, labels, self_blend, epoch, seed, source_weights)
 
 
 class FaceCropDataset(Dataset):
-    """Cached crops (RGB uint8, already model-sized) with labels 1 = fake; augmentation optional.
+    """Cached crops (RGB uint8, already model-sized) with their kind: REAL (0), MANIPULATED (1) or GENERATED (2), so
+    `kind > 0` means fake; augmentation optional.
 
-    Indices past the end give self-blended pseudo-fakes (label 1) of the real face at `index - len(self)`.
+    Indices n..2n-1 (n = len(self)) give self-blended pseudo-fakes (MANIPULATED) of the real face at `index - n`;
+    indices 2n..3n-1 pseudo-generated faces (GENERATED) of the real face at `index - 2n`. `sources` overrides the
+    faces' source for balancing (sources paired by domain).
     """
 
-    def __init__(self, faces: pd.DataFrame, augment=None, seed: int = 0, retouch: float = 0.0) -> None:
+    def __init__(
+        self,
+        faces: pd.DataFrame,
+        augment=None,
+        seed: int = 0,
+        retouch: float = 0.0,
+        sources: np.ndarray | None = None,
+    ) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
+        self.kinds = face_kinds(faces)
         self.groups = balance_groups(faces)
-        self.sources = faces["source"].astype(str).to_numpy()
+        self.sources = faces["source"].astype(str).to_numpy() if sources is None else np.asarray(sources)
         self.augment = augment
         self.faces = faces.reset_index(drop=True)
         self.seed = seed
@@ -198,15 +246,18 @@ class FaceCropDataset(Dataset):
         return np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32, stream])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from aletheia.data.pseudo_generate import pseudo_generate
         from aletheia.data.retouch import retouch_face
         from aletheia.data.self_blend import self_blend
 
-        face = index - len(self) if index >= len(self) else index
+        made, face = divmod(index, len(self))  # 0: the face itself, 1: self-blended, 2: pseudo-generated
         image = self._read(face)
-        if index >= len(self):
-            image, label = self_blend(image, self.face_box(face), self._rng(index, 0)), 1
+        if made == 1:
+            image, label = self_blend(image, self.face_box(face), self._rng(index, 0)), MANIPULATED
+        elif made == 2:
+            image, label = pseudo_generate(image, self._rng(index, 0)), GENERATED
         else:
-            label = int(self.labels[index])
+            label = int(self.kinds[index])
         if self.retouch > 0:
             rng = self._rng(index, 1)
             if rng.random() < self.retouch:

@@ -211,7 +211,8 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
             f"known: {', '.join(f'{b} blocks/{c} channels' for b, c in _BACKBONES)}"
         )
     attention = any(k.startswith("efficientnet.attconv.") for k in state)
-    name = f"EfficientNet{'AutoAtt' if attention else ''}{family}{'ST' if siamese else ''}"
+    kinds = "Kinds" if state["classifier.weight"].shape[0] > 1 and not siamese else ""
+    name = f"EfficientNet{'AutoAtt' if attention else ''}{family}{'ST' if siamese else ''}{kinds}"
     if name not in list_models():
         raise CheckpointError(f"checkpoint looks like {name}, which is not a registered model")
     return name

@@ -11,6 +11,11 @@ initialised from the ImageNet weights shipped in the ``efficientnet-lite0-pytorc
 enough to fine-tune on a CPU. Nothing here downloads anything.
 
 Logit convention (as ISPL): positive = fake; ``torch.sigmoid(logit)`` is the probability of manipulation.
+
+Models built with ``kinds`` (Aletheia's ``...Kinds`` architectures) score each kind of fake separately: their head
+gives one logit per kind (``manipulated``: swaps, reenactment, blends; ``generated``: whole GAN or diffusion faces)
+and ``forward`` returns ``[N, 1 + K]``: column 0 is the overall fake logit, "manipulated or generated" (a noisy-or of
+the kinds), so every consumer of column 0 treats them like any one-logit model; columns 1.. are the kinds' logits.
 """
 
 from __future__ import annotations
@@ -26,13 +31,18 @@ __all__ = [
     "EfficientNetAutoAttB4",
     "EfficientNetAutoAttB4ST",
     "EfficientNetAutoAttLite0",
+    "EfficientNetAutoAttLite0Kinds",
     "EfficientNetB4",
     "EfficientNetB4ST",
     "EfficientNetClassifier",
     "EfficientNetLite0",
+    "FAKE_KINDS",
     "SiameseTunedClassifier",
     "lite0_imagenet_weights_path",
+    "noisy_or_logit",
 ]
+
+FAKE_KINDS: tuple[str, ...] = ("manipulated", "generated")
 
 # Where the attention gate sits. B4: block 9 is the last block of the third stage (56 channels, stride 8 -> 28x28
 # at 224 px), as ISPL. Lite0: block 4 closes the stage with the same stride (40 channels, 28x28 at 224 px), so the
@@ -68,6 +78,7 @@ class EfficientNetClassifier(nn.Module):
         attention_block: int | None = None,
         attention_channels: int | None = None,
         attention_width: int = 0,
+        kinds: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.efficientnet = backbone
@@ -80,7 +91,8 @@ class EfficientNetClassifier(nn.Module):
             # Registered inside the backbone so the key is `efficientnet.attconv.*`, as in ISPL's checkpoints.
             self.efficientnet.attconv = _attention_conv(attention_channels, attention_width)
         self.num_features: int = self.efficientnet._conv_head.out_channels
-        self.classifier = nn.Linear(self.num_features, 1)
+        self.kinds = tuple(kinds)
+        self.classifier = nn.Linear(self.num_features, len(self.kinds) or 1)
 
     @property
     def has_attention(self) -> bool:
@@ -114,10 +126,13 @@ class EfficientNetClassifier(nn.Module):
         x = self.efficientnet._avg_pooling(features).flatten(start_dim=1)
         if pre_logits:
             return x
-        return self.classifier(self.efficientnet._dropout(x))
+        logits = self.classifier(self.efficientnet._dropout(x))
+        if self.kinds:
+            logits = torch.cat([noisy_or_logit(logits), logits], dim=1)
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [N, 1]; positive means fake."""
+        """Logits [N, 1] (or [N, 1 + K] with kinds: overall, then one per kind); positive means fake."""
         return self.forward_head(self.forward_features(x))
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,6 +158,16 @@ class EfficientNetClassifier(nn.Module):
         export and faster on CPU (see STACK.md). A no-op for backbones without swish (Lite uses ReLU6)."""
         if _uses_swish(self.efficientnet):
             self.efficientnet.set_swish(memory_efficient=memory_efficient)
+
+
+def noisy_or_logit(kind_logits: torch.Tensor) -> torch.Tensor:
+    """Logit of "fake of any kind", [N, 1], from independent per-kind logits [N, K]: p = 1 - prod(1 - p_k).
+
+    In logit space: with s = sum softplus(l_k) = -log(1 - p), logit(p) = s + log(1 - exp(-s)). Written with ops
+    every ONNX opset has; s is kept off 0 so the log stays finite (a face no kind believes is about -9.2).
+    """
+    s = nn.functional.softplus(kind_logits.float()).sum(dim=1, keepdim=True).clamp_min(1e-4)
+    return (s + torch.log(1.0 - torch.exp(-s))).to(kind_logits.dtype)
 
 
 def _uses_swish(backbone: nn.Module) -> bool:
@@ -190,6 +215,20 @@ class EfficientNetAutoAttLite0(EfficientNetClassifier):
 
     def __init__(self, pretrained: bool = True, width: int = 0) -> None:
         super().__init__(_lite0_backbone(pretrained), LITE0_ATTENTION_BLOCK, LITE0_ATTENTION_CHANNELS, width)
+
+
+class EfficientNetAutoAttLite0Kinds(EfficientNetClassifier):
+    """``EfficientNetAutoAttLite0`` with one logit per kind of fake (manipulated, generated) from one forward pass.
+
+    One backbone with a head per kind rather than two models: both kinds need the same low-level evidence (blending,
+    resampling and compression traces), a shared backbone costs nothing at inference, and the heads can be told
+    apart in training by masking each one's loss to reals and its own kind of fake.
+    """
+
+    def __init__(self, pretrained: bool = True, width: int = 0) -> None:
+        super().__init__(
+            _lite0_backbone(pretrained), LITE0_ATTENTION_BLOCK, LITE0_ATTENTION_CHANNELS, width, FAKE_KINDS
+        )
 
 
 def lite0_imagenet_weights_path() -> Path:

@@ -45,6 +45,7 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by this before the sigmoid (calibration)
     crop_margin: float = 0.2  # face-box margin that frames faces as in the model's training crops
     has_attention: bool = False
+    kinds: tuple[str, ...] = ()  # models scoring each kind of fake: logits [N, 1 + K] (see efficientnet.py)
     description: str = ""
 
 
@@ -140,3 +141,13 @@ register_model(
         description="EfficientNet-Lite0 with attention after block 4, ImageNet-initialised, for CPU fine-tuning",
     )
 )(effnet.EfficientNetAutoAttLite0)
+register_model(
+    ModelConfig(
+        "EfficientNetAutoAttLite0Kinds",
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        has_attention=True,
+        kinds=effnet.FAKE_KINDS,
+        description="EfficientNet-Lite0 with attention and a score per kind of fake (manipulated, generated)",
+    )
+)(effnet.EfficientNetAutoAttLite0Kinds)

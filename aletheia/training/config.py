@@ -40,6 +40,18 @@ class TrainConfig(BaseModel):
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )
+    pseudo_generate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of fake draws replaced by pseudo-generated faces: real faces given a generator's "
+        "upsampling traces (needs balance: source)",
+    )
+    pair_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="balance a source as part of another (e.g. a generator's fakes with the real faces it was "
+        "trained on), so a source without real faces of its own can be trained on without teaching its dataset",
+    )
     balance: Literal["sampler", "method", "source", "none"] = Field(
         "sampler",
         description="sampler: half real, half fake; method: also every real source and fake method an equal share; "

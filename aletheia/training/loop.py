@@ -8,6 +8,7 @@ writes checkpoints. Progress and metrics go to a `tracker` (the MLRun adapter, o
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -101,10 +102,40 @@ def build_model(config: TrainConfig) -> nn.Module:
     kwargs = {"pretrained": True} if "Lite" in config.model else {}
     model = create_model(config.model, **kwargs)
     if config.init_checkpoint:
-        load_checkpoint(model, load_state_dict_file(config.init_checkpoint), source=config.init_checkpoint)
+        state = widen_head(load_state_dict_file(config.init_checkpoint), model)
+        load_checkpoint(model, state, source=config.init_checkpoint)
     if hasattr(model, "set_swish"):
         model.set_swish(memory_efficient=False)  # plain swish trains ~40% faster on CPU (STACK.md)
     return model
+
+
+def widen_head(state: dict, model: nn.Module) -> dict:
+    """A one-logit model's weights as the start of a model with a head per kind of fake: every kind's head starts
+    as the one-logit model's, its bias lowered so the overall ("any kind") score starts near the old one (for small
+    p, 1 - (1 - p/K)^K is about p), and the rest of the network is taken as it is."""
+    kinds = getattr(model, "kinds", ())
+    weight = state.get("classifier.weight")
+    if not kinds or weight is None or weight.shape[0] != 1:
+        return state
+    widened = dict(state)
+    widened["classifier.weight"] = weight.repeat(len(kinds), 1)
+    widened["classifier.bias"] = state["classifier.bias"].repeat(len(kinds)) - math.log(len(kinds))
+    return widened
+
+
+def training_loss(logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """BCE on the overall fake logit (column 0); for models with a head per kind of fake, plus each kind's BCE on
+    reals and that kind's fakes only (a face swap says nothing about whether a face was generated whole)."""
+    logits = logits.float()
+    is_fake = (kinds > 0).float()
+    loss = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], is_fake)
+    for column in range(1, logits.shape[1]):
+        relevant = (kinds == 0) | (kinds == column)
+        if relevant.any():
+            loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                logits[relevant, column], is_fake[relevant]
+            )
+    return loss
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -141,8 +172,8 @@ def evaluate_logits(
     logits, labels = [], []
     for images, targets in loader:
         x = to_tensor(images.numpy(), mean, std).to(device).contiguous(memory_format=torch.channels_last)
-        logits.append(model(x).flatten().float().cpu().numpy())
-        labels.append(targets.numpy())
+        logits.append(model(x)[:, 0].float().cpu().numpy())  # the overall fake logit
+        labels.append((targets > 0).numpy().astype(np.int64))
     return np.concatenate(logits), np.concatenate(labels)
 
 
@@ -170,6 +201,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         training_augmentation(config.augment_strength, config.equalise_quality),
         config.seed,
         retouch=config.retouch,
+        sources=train_faces["source"].astype(str).replace(config.pair_sources).to_numpy(),
     )
     val_set = FaceCropDataset(val_faces)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
@@ -183,7 +215,6 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.plateau_factor, patience=config.plateau_patience
         )
-    criterion = nn.BCEWithLogitsLoss()
 
     last_path, best_path = output / "last.pth", output / "best.pth"
     start_epoch, best_loss, best_epoch, history = 0, float("inf"), -1, []
@@ -217,6 +248,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             config.seed,
             length,
             train_set.sources,
+            config.pseudo_generate,
         )[rank::world]
         loader = DataLoader(
             Subset(train_set, order.tolist()),
@@ -230,13 +262,13 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress or rank != 0, unit="batch")
         for images, targets in bar:
             x = to_tensor(images.numpy(), mean, std).to(device).contiguous(memory_format=torch.channels_last)
-            y = targets.float().to(device).view(-1, 1)
+            y = targets.to(device)
             observed_batch_size = observed_batch_size or len(
                 y
             )  # proof that a searched batch size took effect
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(x)
-            loss = criterion(out.float(), y)
+            loss = training_loss(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

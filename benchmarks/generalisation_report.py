@@ -1,0 +1,229 @@
+"""The dev-side generalisation report: several models scored side by side on faces none of them trained on.
+
+    .venv/bin/python benchmarks/generalisation_report.py --run-dir RUN --model NAME=CKPT [--model NAME=CKPT ...]
+        [--photos ../shared/data/photos] [--stability-faces 600] --output DIR
+
+`RUN` is the training run whose split decides what counts as held out: its validation faces (split by group, so
+no identity or video crosses the split) and every face of the methods it left out of training (`exclude_methods`).
+Each model must not have trained on those faces; the earlier default models trained on a subset of the same
+training split (the split depends only on the data's groups and the seed), and never on the newer sources.
+
+For every model: like-for-like AUC per FF++ method against FF++ reals; the left-out methods against the reals of
+their own domain (InSwapper and StyleGAN3 against FFHQ, which both were made from or trained on); each kind head
+against its kind (models with per-kind scores); the share of reals flagged per real source at the model's own
+threshold, whole real photos included; the beauty-filter check; the shortcut check (AUC between every pair of real
+sources: 0.5 means the model cannot tell datasets apart); stability (median |score change| under a mirror and
+under JPEG re-encoding at quality 75). Writes summary.json and summary.md (one column per model) to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_model_report import _beauty_filtered, photo_false_positives  # noqa: E402
+
+from aletheia.data.dataset import FaceCropDataset  # noqa: E402
+from aletheia.data.prepare import load_faces  # noqa: E402
+from aletheia.evaluation import binary_metrics  # noqa: E402
+from aletheia.pipeline import DeepfakeDetectorPipeline  # noqa: E402
+from aletheia.training.config import TrainConfig  # noqa: E402
+from aletheia.training.loop import load_training_faces  # noqa: E402
+
+# How the dev data's sources are called in the report (a source not listed keeps its own name).
+SHORT_NAMES = {
+    "tranthuhoai3786/FaceForensics": "FF++",
+    "bagashvilit/facial_recognition_bias": "UTKFace",
+    "logicdeveloperTR/Manually-Created-Face-Recognition-Model": "Human Faces",
+    "MaxMassi/Face-Swapper": "FFHQ",
+    "serengil/deepface": "deepface photos",
+}
+FFHQ_SOURCE = "MaxMassi/Face-Swapper"
+
+
+def held_out_faces(run_dir: Path) -> pd.DataFrame:
+    """The run's validation faces plus every face of the methods it never trained on (no duplicates)."""
+    config = TrainConfig.from_yaml(run_dir / "config.yaml")
+    # The whole validation split, not the sample training validated on.
+    val = load_training_faces(config.model_copy(update={"max_val_samples": None}))[1]
+    every = pd.concat([load_faces(d) for d in config.data], ignore_index=True)
+    left_out = every[every["method"].isin(config.exclude_methods) & (every["kind"].isin(config.kinds))]
+    faces = pd.concat([val, left_out], ignore_index=True).drop_duplicates(subset=["crop"], ignore_index=True)
+    return faces.assign(is_fake=(faces["label"] == "fake").astype(int))
+
+
+def _read_crops(faces: pd.DataFrame) -> np.ndarray:
+    return np.stack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in faces["crop"]])
+
+
+def _score(pipeline: DeepfakeDetectorPipeline, crops: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Overall and per-kind fake probabilities for crops, as the pipeline scores them."""
+    overall, kinds = [], []
+    for start in tqdm(range(0, len(crops), batch), desc="score", unit="batch", leave=False):
+        o, k = pipeline.logits_by_kind(crops[start : start + batch])
+        overall.append(o)
+        kinds.append(k)
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    return sigmoid(np.concatenate(overall)), sigmoid(np.concatenate(kinds))
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float | None:
+    if not positive.any() or not negative.any():
+        return None
+    labels = np.r_[np.ones(positive.sum()), np.zeros(negative.sum())]
+    return binary_metrics(labels, np.r_[scores[positive], scores[negative]])["auc"]
+
+
+def _jpeg(crop: np.ndarray, quality: int = 75) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def model_figures(
+    checkpoint: str, faces: pd.DataFrame, crops: np.ndarray, stability_faces: int, photos: Path | None
+) -> dict:
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint)
+    threshold = pipeline.threshold
+    score, kind_scores = _score(pipeline, crops)
+    method, source = faces["method"].to_numpy(), faces["source"].to_numpy()
+    fake, real = faces["is_fake"].to_numpy() == 1, faces["is_fake"].to_numpy() == 0
+    ffpp_real = real & (source == "tranthuhoai3786/FaceForensics")
+    ffhq_real = real & (source == FFHQ_SOURCE)
+    figures: dict = {"threshold": threshold, "faces": int(len(faces)), "auc": {}, "kind_auc": {}}
+
+    for name in sorted(set(method[fake])):
+        own = fake & (method == name)
+        # Like for like: each fake against the reals of its own domain.
+        reference = ffhq_real if ("InSwapper" in name or "StyleGAN" in name) else ffpp_real
+        figures["auc"][name] = _auc(score, own, reference)
+    figures["auc"]["all fakes vs all reals"] = _auc(score, fake, real)
+
+    from aletheia.data.dataset import GENERATED, MANIPULATED, face_kinds
+
+    kinds = face_kinds(faces)
+    for column, kind in enumerate(pipeline.kinds):
+        code = {"manipulated": MANIPULATED, "generated": GENERATED}[kind]
+        figures["kind_auc"][f"{kind} head: {kind} fakes vs all reals"] = _auc(
+            kind_scores[:, column], kinds == code, real
+        )
+
+    flagged = {SHORT_NAMES.get(s, s): float((score[real & (source == s)] >= threshold).mean())
+               for s in sorted(set(source[real]))}  # fmt: skip
+    if photos is not None:
+        result = photo_false_positives(checkpoint, photos)
+        flagged["deepface photos (whole photos)"] = result["flagged_share"]
+    figures["reals_flagged"] = flagged
+    figures["fakes_caught_at_threshold"] = {
+        name: float((score[fake & (method == name)] >= threshold).mean()) for name in sorted(set(method[fake]))
+    }
+
+    # Shortcuts: can the model tell two real datasets apart? 0.5 is ideal; AUC is symmetric around it.
+    real_sources = sorted(set(source[real]))
+    figures["real_vs_real_auc"] = {
+        f"{SHORT_NAMES.get(a, a)} vs {SHORT_NAMES.get(b, b)}": _auc(score, real & (source == a), real & (source == b))
+        for a, b in itertools.combinations(real_sources, 2)
+    }
+
+    reals = faces[real].reset_index(drop=True)
+    dataset = FaceCropDataset(reals)
+    filtered = np.stack([_beauty_filtered(crops[real][i], dataset.face_box(i)) for i in range(len(reals))])
+    after = _score(pipeline, filtered)[0]
+    figures["beauty_filter"] = {"flagged_before": float((score[real] >= threshold).mean()),
+                                "flagged_after": float((after >= threshold).mean())}  # fmt: skip
+
+    pick = np.random.default_rng(0).permutation(len(faces))[:stability_faces]
+    base = score[pick]
+    mirrored = _score(pipeline, np.ascontiguousarray(crops[pick][:, :, ::-1]))[0]
+    reencoded = _score(pipeline, np.stack([_jpeg(c) for c in crops[pick]]))[0]
+    figures["stability"] = {"faces": len(pick),
+                            "median_change_mirror": float(np.median(np.abs(mirrored - base))),
+                            "median_change_jpeg75": float(np.median(np.abs(reencoded - base))),
+                            "p90_change_mirror": float(np.quantile(np.abs(mirrored - base), 0.9)),
+                            "p90_change_jpeg75": float(np.quantile(np.abs(reencoded - base), 0.9))}  # fmt: skip
+    return figures
+
+
+def _fmt(value: object, percent: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" if percent else f"{value:.3f}"
+
+
+def summary_markdown(results: dict[str, dict], held_out: dict) -> str:
+    names = list(results)
+    header = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
+    lines = [f"Held-out faces: {held_out['faces']} ({held_out['description']}).", "", header]
+
+    def rows(section: str, percent: bool = False, prefix: str = "") -> None:
+        keys = list(dict.fromkeys(k for r in results.values() for k in r[section]))
+        for key in keys:
+            cells = " | ".join(_fmt(results[n][section].get(key), percent) for n in names)
+            lines.append(f"| {prefix}{key} | {cells} |")
+
+    lines.append("| **AUC, like for like** (FF++ vs FF++ reals; InSwapper, StyleGAN3 vs FFHQ reals) |" + " |" * len(names))
+    rows("auc")
+    lines.append("| **per-kind heads** |" + " |" * len(names))
+    rows("kind_auc")
+    lines.append("| **reals flagged fake at the model's threshold** |" + " |" * len(names))
+    rows("reals_flagged", percent=True)
+    lines.append("| **fakes caught at the threshold** |" + " |" * len(names))
+    rows("fakes_caught_at_threshold", percent=True)
+    lines.append("| **shortcut check: real vs real AUC (0.5 ideal)** |" + " |" * len(names))
+    rows("real_vs_real_auc")
+    lines.append("| **beauty filter: reals flagged before / after** |" + " |" * len(names))
+    cells = " | ".join(f"{results[n]['beauty_filter']['flagged_before']:.1%} / "
+                       f"{results[n]['beauty_filter']['flagged_after']:.1%}" for n in names)  # fmt: skip
+    lines.append(f"| held-out reals | {cells} |")
+    lines.append("| **stability: median (p90) score change** |" + " |" * len(names))
+    for change in ("mirror", "jpeg75"):
+        cells = " | ".join(f"{results[n]['stability'][f'median_change_{change}']:.3f} "
+                           f"({results[n]['stability'][f'p90_change_{change}']:.3f})" for n in names)  # fmt: skip
+        lines.append(f"| {change} | {cells} |")
+    cells = " | ".join(f"{results[n]['threshold']:.3f}" for n in names)
+    lines.append(f"| threshold | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, required=True, help="the run whose split and left-out methods count")
+    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT, repeatable")
+    parser.add_argument("--photos", type=Path, help="folder of real photos (whole images) to count false positives")
+    parser.add_argument("--stability-faces", type=int, default=600)
+    parser.add_argument("--sample", type=int, help="score only this many held-out faces (a quick look, not the report)")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+
+    faces = held_out_faces(args.run_dir)
+    if args.sample:
+        faces = faces.sample(n=min(args.sample, len(faces)), random_state=0).reset_index(drop=True)
+    crops = _read_crops(faces)
+    config = TrainConfig.from_yaml(args.run_dir / "config.yaml")
+    held_out = {"faces": int(len(faces)),
+                "description": f"validation split of {args.run_dir} and every face of the methods it left out: "
+                               f"{', '.join(config.exclude_methods) or 'none'}",
+                "by_method": faces.groupby(["label", "method"]).size().rename("faces").reset_index().to_dict("records")}  # fmt: skip
+    results = {}
+    for spec in args.model:
+        name, _, checkpoint = spec.partition("=")
+        print(f"scoring {name} ({checkpoint})", flush=True)
+        results[name] = model_figures(checkpoint, faces, crops, args.stability_faces, args.photos)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "summary.json").write_text(json.dumps({"held_out": held_out, "models": results}, indent=1))
+    markdown = summary_markdown(results, held_out)
+    (args.output / "summary.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
