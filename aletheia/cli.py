@@ -226,7 +226,8 @@ def _open_output(path: Path | None) -> Iterator[TextIO]:
         yield handle
 
 
-CSV_COLUMNS = ("path", "kind", "score", "label", "threshold", "model", "n_faces", "faces", "error")
+CSV_COLUMNS = ("path", "kind", "score", "scores", "label", "threshold", "model", "n_faces", "faces", "error")
+KIND_COLUMNS = (("manipulated", "manip."), ("generated", "gen."))  # per-kind scores, for models that have them
 
 
 class _Writer:
@@ -238,7 +239,8 @@ class _Writer:
             self._csv = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
             self._csv.writeheader()
         elif fmt == "table":
-            out.write(f"{'label':<8} {'score':>7} {'faces':>5}  path\n")
+            kinds = " ".join(f"{title:>6}" for _, title in KIND_COLUMNS)
+            out.write(f"{'label':<8} {'score':>7} {kinds} {'faces':>5}  path\n")
 
     def write(self, record: dict) -> None:
         # In csv and table form a video's people (tracks) stand where a photo's faces do.
@@ -249,10 +251,13 @@ class _Writer:
             row = {k: record.get(k) for k in CSV_COLUMNS if k in record}
             row["n_faces"] = len(faces)
             row["faces"] = json.dumps(faces)
+            row["scores"] = json.dumps(record["scores"]) if "scores" in record else ""
             self._csv.writerow(row)
         else:
             score = "-" if record["score"] is None else f"{record['score']:.3f}"
-            line = f"{record['label']:<8} {score:>7} {len(faces):>5}  {record['path']}"
+            by_kind = record.get("scores", {})
+            kinds = " ".join(f"{by_kind[k]:>6.3f}" if k in by_kind else f"{'-':>6}" for k, _ in KIND_COLUMNS)
+            line = f"{record['label']:<8} {score:>7} {kinds} {len(faces):>5}  {record['path']}"
             if record["error"]:
                 line += f"  ({record['error']})"
             self.out.write(line + "\n")

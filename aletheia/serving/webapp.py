@@ -73,11 +73,18 @@ def verdict_markdown(detection: Detection) -> str:
         f"Highest face score **{result.score:.3f}** {relation} threshold {threshold:.2f} "
         f"(model `{result.model}`, {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}).",
         "",
-        "| face | fake probability | call |",
-        "|---|---|---|",
+    ]
+    kinds = list(result.faces[0].scores)  # models that score each kind of fake: manipulated, generated
+    lines += [
+        "| face | fake probability | " + "".join(f"{kind} | " for kind in kinds) + "call |",
+        "|---|---|" + "---|" * len(kinds) + "---|",
     ]
     for number, face in enumerate(result.faces, start=1):
-        lines.append(f"| #{number} | {face.score:.3f} | {face_label(face.score, threshold)} |")
+        by_kind = "".join(f"{face.scores[kind]:.3f} | " for kind in kinds)
+        lines.append(f"| #{number} | {face.score:.3f} | {by_kind}{face_label(face.score, threshold)} |")
+    if kinds:
+        lines += ["", "*Manipulated*: a real face edited (swapped, reenacted, blended). *Generated*: a face made whole "
+                  "by a GAN or diffusion model. The fake probability is that of either."]  # fmt: skip
     return "\n".join(lines)
 
 

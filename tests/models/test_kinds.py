@@ -79,3 +79,40 @@ def test_pipeline_reports_a_score_per_kind_in_json(tmp_path, kinds_model) -> Non
         assert set(face["scores"]) == {"manipulated", "generated"}
         assert result.to_json()["scores"] == face["scores"]
         assert face["score"] >= max(face["scores"].values()) - 1e-6
+
+
+def test_cli_shows_the_per_kind_scores_in_every_format(tmp_path, kinds_model, capsys) -> None:
+    import csv
+    import json
+
+    from aletheia.cli import main
+
+    checkpoint = tmp_path / "kinds.pth"
+    torch.save({"net": kinds_model.state_dict(), "architecture": "EfficientNetAutoAttLite0Kinds"}, checkpoint)
+    astronaut = "examples/astronaut.jpg"
+    common = ["detect", astronaut, "--model", str(checkpoint), "--assume-face", "--no-progress"]
+    assert main([*common, "--format", "table"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[:4] == ["label", "score", "manip.", "gen."]
+    manipulated, generated = map(float, row.split()[2:4])
+    assert main([*common, "--format", "jsonl"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["scores"] == pytest.approx({"manipulated": manipulated, "generated": generated}, abs=1e-3)
+    out = tmp_path / "r.csv"
+    assert main([*common, "--format", "csv", "--output", str(out)]) == 0
+    (line,) = list(csv.DictReader(out.open()))
+    assert json.loads(line["scores"]) == record["scores"]
+
+
+def test_web_app_verdict_lists_each_kind_for_every_face() -> None:
+    from aletheia.results import FaceResult, ImageResult
+    from aletheia.serving.service import Detection
+    from aletheia.serving.webapp import verdict_markdown
+
+    face = FaceResult(np.zeros(4), np.zeros((6, 2)), 0.9, score=0.82, scores={"manipulated": 0.1, "generated": 0.8})
+    result = ImageResult(path="p.jpg", threshold=0.5, model="m", faces=[face])
+    text = verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), result))
+    assert "| face | fake probability | manipulated | generated | call |" in text
+    assert "| #1 | 0.820 | 0.100 | 0.800 | fake |" in text
+    plain = ImageResult(path="p.jpg", threshold=0.5, model="m", faces=[FaceResult(np.zeros(4), np.zeros((6, 2)), 0.9, 0.2)])
+    assert "| face | fake probability | call |" in verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), plain))
