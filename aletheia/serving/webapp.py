@@ -52,6 +52,10 @@ at or above the threshold is called fake. In a video each person's faces are fol
 scored together; the video is called fake if anyone in it is. The attention maps show where the network looked,
 not which pixels are fake. Scores are one model's estimate, not proof."""
 WAITING = "Upload a photo or a video, or pick an example, to see the verdict."
+KINDS_EXPLAINED = (
+    "*Manipulated*: a real face edited (swapped, reenacted, blended). *Generated*: a face made whole by a GAN or "
+    "diffusion model. The fake probability is that of either."
+)
 READ_ADVICE = "Upload a photo (JPEG, PNG, WebP, ...) or a video (MP4, MOV, WebM, MKV, AVI)."
 
 Kept = Detection | VideoDetection
@@ -83,8 +87,7 @@ def verdict_markdown(detection: Detection) -> str:
         by_kind = "".join(f"{face.scores[kind]:.3f} | " for kind in kinds)
         lines.append(f"| #{number} | {face.score:.3f} | {by_kind}{face_label(face.score, threshold)} |")
     if kinds:
-        lines += ["", "*Manipulated*: a real face edited (swapped, reenacted, blended). *Generated*: a face made whole "
-                  "by a GAN or diffusion model. The fake probability is that of either."]  # fmt: skip
+        lines += ["", KINDS_EXPLAINED]
     return "\n".join(lines)
 
 
@@ -114,14 +117,20 @@ def video_verdict_markdown(detection: VideoDetection) -> str:
         f"(model `{result.model}`, {people} {'people' if people != 1 else 'person'} in {sampled} sampled frames"
         f"{duration}, faces combined by `{result.strategy}`).",
         "",
-        "| person | fake probability | seen in | call |",
-        "|---|---|---|---|",
+    ]
+    kinds = list(result.tracks[0].scores)
+    lines += [
+        "| person | fake probability | " + "".join(f"{kind} | " for kind in kinds) + "seen in | call |",
+        "|---|---|" + "---|" * len(kinds) + "---|---|",
     ]
     for track in result.tracks:
+        by_kind = "".join(f"{track.scores[kind]:.3f} | " for kind in kinds)
         lines.append(
-            f"| {track.id} | {track.score:.3f} | {len(track.frames)} of {sampled} frames "
+            f"| {track.id} | {track.score:.3f} | {by_kind}{len(track.frames)} of {sampled} frames "
             f"| {face_label(track.score, threshold)} |"
         )
+    if kinds:
+        lines += ["", KINDS_EXPLAINED]
     return "\n".join(lines)
 
 

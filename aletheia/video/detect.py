@@ -97,10 +97,13 @@ class VideoDetector:
                 faces.extend(frame_result.faces)
                 crops = self._classify_full_batches(crops, logits)
         if crops:
-            logits.append(pipeline.logits(np.stack(crops)))
-        for face, logit in zip(faces, np.concatenate(logits) if logits else [], strict=True):
-            face.logit = float(logit)
-            face.score = float(1.0 / (1.0 + np.exp(-float(logit))))
+            logits.append(np.column_stack(pipeline.logits_by_kind(np.stack(crops))))
+        # Column 0: the overall fake logit; then one per kind of fake, for models that score kinds.
+        for face, row in zip(faces, np.concatenate(logits) if logits else [], strict=True):
+            face.logit = float(row[0])
+            face.score = float(_sigmoid(row[0]))
+            face.kind_logits = [float(v) for v in row[1:]]
+            face.scores = {kind: float(_sigmoid(v)) for kind, v in zip(pipeline.kinds, row[1:], strict=True)}
         self._add_tracks(result)
         return result
 
@@ -123,7 +126,7 @@ class VideoDetector:
         size = self.pipeline.batch_size
         ready = len(crops) // size * size
         if ready:
-            logits.append(self.pipeline.logits(np.stack(crops[:ready])))
+            logits.append(np.column_stack(self.pipeline.logits_by_kind(np.stack(crops[:ready]))))
         return crops[ready:]
 
     def _add_tracks(self, result: VideoResult) -> None:
@@ -134,13 +137,20 @@ class VideoDetector:
             members = [result.frames[t].faces[j] for t, j in track]
             for face in members:
                 face.track = number
+            kinds = {kind: score_track([f.kind_logits[k] for f in members], self.strategy)
+                     for k, kind in enumerate(self.pipeline.kinds)}  # fmt: skip
             result.tracks.append(
                 TrackResult(
                     id=number,
                     score=score_track([f.logit for f in members], self.strategy),
                     frames=[result.frames[t].index for t, _ in track],
+                    scores=kinds,
                 )
             )
+
+
+def _sigmoid(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
 
 
 def predict_media(

@@ -15,6 +15,7 @@ class VideoFace(FaceResult):
 
     logit: float = float("nan")
     track: int | None = None
+    kind_logits: list[float] = field(default_factory=list, repr=False)  # per kind of fake, as FaceResult.scores
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "track": self.track}
@@ -37,9 +38,13 @@ class TrackResult:
     id: int
     score: float
     frames: list[int]  # frame numbers in the video, as in FrameResult.index
+    scores: dict[str, float] = field(default_factory=dict)  # per kind of fake, same strategy as `score`
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": round(float(self.score), 6), "frames": self.frames}
+        out: dict[str, Any] = {"id": self.id, "score": round(float(self.score), 6)}
+        if self.scores:
+            out["scores"] = {kind: round(float(p), 6) for kind, p in self.scores.items()}
+        return out | {"frames": self.frames}
 
 
 @dataclass
@@ -64,12 +69,22 @@ class VideoResult:
     def label(self) -> Label:
         return verdict(self.error, self.score, self.threshold)
 
+    @property
+    def scores(self) -> dict[str, float]:
+        """Per kind of fake, the highest track probability (empty for one-output models or without tracks)."""
+        kinds = self.tracks[0].scores if self.tracks else {}
+        return {kind: max(t.scores[kind] for t in self.tracks) for kind in kinds}
+
     def to_json(self) -> dict[str, Any]:
         score = self.score
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "kind": "video",
             "score": None if score is None else round(float(score), 6),
+        }
+        if scores := self.scores:
+            out["scores"] = {kind: round(float(p), 6) for kind, p in scores.items()}
+        return out | {
             "label": self.label,
             "threshold": self.threshold,
             "model": self.model,

@@ -116,3 +116,24 @@ def test_web_app_verdict_lists_each_kind_for_every_face() -> None:
     assert "| #1 | 0.820 | 0.100 | 0.800 | fake |" in text
     plain = ImageResult(path="p.jpg", threshold=0.5, model="m", faces=[FaceResult(np.zeros(4), np.zeros((6, 2)), 0.9, 0.2)])
     assert "| face | fake probability | call |" in verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), plain))
+
+
+def test_videos_score_each_kind_per_face_and_per_person(tmp_path, kinds_model) -> None:
+    from tests.test_video import _moving_astronaut, write_video
+
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.video import VideoDetector
+    from aletheia.video.tracks import score_track
+
+    checkpoint = tmp_path / "kinds.pth"
+    torch.save({"net": kinds_model.state_dict(), "architecture": "EfficientNetAutoAttLite0Kinds"}, checkpoint)
+    video = write_video(tmp_path / "a.mp4", _moving_astronaut(), fps=6) or tmp_path / "a.mp4"
+    result = VideoDetector(DeepfakeDetectorPipeline(model_checkpoint=checkpoint), num_frames=6).predict(video)
+    record = result.to_json()
+    faces = [face for frame in result.frames for face in frame.faces]
+    track = record["tracks"][0]
+    for k, kind in enumerate(("manipulated", "generated")):
+        expected = score_track([f.kind_logits[k] for f in faces])
+        assert track["scores"][kind] == pytest.approx(expected, abs=1e-6)
+        assert record["scores"][kind] == track["scores"][kind]
+    assert all(set(f["faces"][0]["scores"]) == {"manipulated", "generated"} for f in record["frames"])
