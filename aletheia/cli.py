@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TextIO
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+# Video sampling bounds: beyond these a run only repeats frames or exhausts memory (`--fps 1e9` listed billions of
+# frame times). The server caps frames at 256; the command line allows longer clips, within reason.
+MAX_FRAMES, MAX_FPS = 1024, 60.0
 
 NO_MODEL_HELP = (
     "no model given and no default model is bundled yet. Either download a published ISPL checkpoint "
@@ -52,8 +55,17 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
     )
-    p.add_argument("--frames", type=int, default=32, help="videos: frames sampled evenly (default 32)")
-    p.add_argument("--fps", type=float, help="videos: sample this many frames per second instead of --frames")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=32,
+        help=f"videos: frames sampled evenly (default 32, at most {MAX_FRAMES})",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        help=f"videos: sample this many frames per second instead of --frames (at most {MAX_FPS:g})",
+    )
     p.add_argument(
         "--track-strategy",
         choices=("mean_logit", "confident", "max"),
@@ -246,8 +258,11 @@ class _Writer:
         # In csv and table form a video's people (tracks) stand where a photo's faces do.
         faces = record["faces"] if "faces" in record else record["tracks"]
         if self.fmt == "jsonl":
-            self.out.write(json.dumps(record) + "\n")
-        elif self.fmt == "csv":
+            self.out.write(json.dumps(record) + "\n")  # JSON escapes what is not UTF-8
+            self.out.flush()
+            return
+        record = {k: _printable(v) if isinstance(v, str) else v for k, v in record.items()}
+        if self.fmt == "csv":
             row = {k: record.get(k) for k in CSV_COLUMNS if k in record}
             row["n_faces"] = len(faces)
             row["faces"] = json.dumps(faces)
@@ -264,24 +279,55 @@ class _Writer:
         self.out.flush()
 
 
+def _printable(text: str) -> str:
+    """A file name that is not UTF-8 (kept by Python as lone surrogates) with its odd bytes shown as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _detect_in_order(pipeline, videos, scanned: list, assume_face: bool) -> Iterator:
+    """Every scanned input's result, in order: what the scan could not read is reported with its problem, the rest
+    goes through predict_media in runs."""
+    from itertools import groupby
+
+    from aletheia.results import ImageResult
+    from aletheia.video import VideoResult, is_video_path, predict_media
+
+    for unreadable, group in groupby(scanned, key=lambda item: item.problem is not None):
+        if not unreadable:
+            paths = [item.path for item in group]
+            yield from predict_media(pipeline, paths, assume_face=assume_face, videos=videos)
+            continue
+        for item in group:
+            common = {"path": str(item.path), "threshold": pipeline.threshold, "model": pipeline.model_label}
+            if is_video_path(item.path):
+                yield VideoResult(**common, error=item.problem, strategy=videos.strategy)
+            else:
+                yield ImageResult(**common, error=item.problem)
+
+
 def _run_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from aletheia.io import IMAGE_EXTENSIONS, iter_input_files
-    from aletheia.video import VIDEO_EXTENSIONS, VideoDetector, VideoResult, plot_timeline, predict_media
+    from aletheia.io import IMAGE_EXTENSIONS, scan_inputs
+    from aletheia.video import VIDEO_EXTENSIONS, VideoDetector, VideoResult, plot_timeline
 
-    files = iter_input_files(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
-    if not files:
+    scanned = scan_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    if not scanned:
         raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
-    if args.frames < 1 or (args.fps is not None and args.fps <= 0):
-        raise UsageError(f"--frames must be at least 1 and --fps positive, got {args.frames} and {args.fps}")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise UsageError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {args.fps}")
     pipeline = _make_pipeline(args)
     videos = VideoDetector(pipeline, num_frames=args.frames, fps=args.fps, strategy=args.track_strategy)
     failed = 0
     with _open_output(args.output) as out:
         writer = _Writer(out, args.format)
-        results = predict_media(pipeline, files, assume_face=args.assume_face, videos=videos)
-        bar = tqdm(results, total=len(files), unit="file", disable=args.no_progress, file=sys.stderr)
+        results = _detect_in_order(pipeline, videos, scanned, args.assume_face)
+        bar = tqdm(results, total=len(scanned), unit="file", disable=args.no_progress, file=sys.stderr)
         for number, result in enumerate(bar):
             if result.error is not None:
                 failed += 1
@@ -290,7 +336,7 @@ def _run_detect(args: argparse.Namespace) -> int:
                 plot_timeline(result, args.plots / f"{number:05d}_{Path(result.path).stem}.png")
             writer.write(result.to_json())
     if failed:
-        print(f"{failed} of {len(files)} inputs could not be processed", file=sys.stderr)
+        print(f"{failed} of {len(scanned)} inputs could not be processed", file=sys.stderr)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
@@ -299,20 +345,23 @@ def _run_faces(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from aletheia.faces.extract import FaceDetector, crop_face
-    from aletheia.io import InputError, iter_input_files, load_image
+    from aletheia.io import InputError, load_image, scan_inputs
     from aletheia.results import FaceResult
 
-    files = iter_input_files(args.paths)
-    if not files:
+    scanned = scan_inputs(args.paths)
+    if not scanned:
         raise UsageError(f"no image files found in {' '.join(args.paths)}")
     detector = FaceDetector(min_face_size=args.min_face_size)
     if args.crops:
         args.crops.mkdir(parents=True, exist_ok=True)
     failed = 0
     with _open_output(args.output) as out:
-        for index, path in enumerate(tqdm(files, unit="img", disable=args.no_progress, file=sys.stderr)):
+        for index, item in enumerate(tqdm(scanned, unit="img", disable=args.no_progress, file=sys.stderr)):
+            path = item.path
             record: dict = {"path": str(path), "faces": [], "error": None}
             try:
+                if item.problem:
+                    raise InputError(item.problem)
                 image = load_image(path)
             except InputError as exc:
                 failed += 1

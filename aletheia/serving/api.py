@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import aletheia
-from aletheia.io import MAX_IMAGE_PIXELS, InputError
+from aletheia.io import MAX_IMAGE_PIXELS, InputError, TooLargeError
 from aletheia.serving.service import (
     MAX_VIDEO_FRAMES,
     DetectionService,
@@ -299,6 +299,8 @@ def build_api_router(
             detection = await run_in_threadpool(
                 service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face
             )
+        except TooLargeError as exc:
+            raise HTTPException(413, str(exc)) from exc
         except (InputError, UnknownServedModelError) as exc:
             raise HTTPException(422, str(exc)) from exc
         return JSONResponse(detection.result.to_json())

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from aletheia.io import InputError, load_image
+from aletheia.io import InputError, load_image_within
 from aletheia.pipeline import DeepfakeDetectorPipeline
 from aletheia.results import ImageResult
 from aletheia.video import (
@@ -31,6 +31,12 @@ from aletheia.video import (
 MAX_VIDEO_FRAMES = 256
 # Face crops kept per person for the web app's gallery: the first, middle and last sighting.
 CROPS_PER_TRACK = 3
+# The memory budget of photo uploads. A larger JPEG is decoded at 1/2, 1/4 or 1/8 size (faces stay far above the
+# detector's smallest), other formats are refused (413): an 87 KB PNG can otherwise cost 1 GB. At most
+# DECODE_SLOTS photos are decoded or held at once, so a burst of small decompression bombs cannot add up: one
+# decodes while another is scored, and inference on a model is serialised anyway.
+DECODE_PIXELS = 24_000_000
+DECODE_SLOTS = 2
 
 
 class UnknownServedModelError(LookupError):
@@ -67,10 +73,14 @@ def with_threshold(result: R, threshold: float) -> R:
 # Container signatures of the video formats the server reads (VIDEO_EXTENSIONS): ISO BMFF/QuickTime boxes at
 # offset 4 (MP4, MOV), the EBML magic (Matroska, WebM) and RIFF/AVI.
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+# ... except that AVIF and HEIF photos are ISO BMFF files too, told by the major brand of their ftyp box.
+_IMAGE_BRANDS = (b"avif", b"avis", b"mif1", b"msf1", b"heic", b"heix", b"heim", b"heis")
 
 
 def looks_like_video(data: bytes) -> bool:
     """Whether the bytes start like an MP4/MOV, MKV/WebM or AVI file (a cheap sniff, not a validation)."""
+    if data[4:8] == b"ftyp" and data[8:12] in _IMAGE_BRANDS:
+        return False
     return (
         data[4:8] in _MP4_BOXES
         or data.startswith(b"\x1a\x45\xdf\xa3")
@@ -139,6 +149,7 @@ class DetectionService:
             raise ValueError("a server needs at least one model")
         self.pipelines = dict(pipelines)
         self._locks = {name: threading.Lock() for name in self.pipelines}
+        self._photo_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
     @property
     def default_model(self) -> str:
@@ -190,20 +201,25 @@ class DetectionService:
     ) -> Detection:
         """Decode and score one uploaded file; `name` (the upload's filename) becomes the result's `path`.
 
-        Raises InputError, with `name` in its message, for a file that is not a usable image.
+        Raises InputError, with `name` in its message, for a file that is not a usable image (TooLargeError for
+        one over the decoding budget, DECODE_PIXELS). A large JPEG is scored at reduced size: the result's boxes,
+        keypoints and size are those of the original, `image` is the reduced one.
         """
         key = self.resolve(model)
         pipeline = self.pipelines[key]
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        try:
-            image = load_image(data)
-        except InputError as exc:
-            raise InputError(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
-        with self._locks[key]:
-            result = pipeline.predict(
-                image, assume_face=assume_face, return_attention=return_attention, path=name
-            )
+        with self._photo_slots:  # the decoded photo lives until it is scored: the slot covers both
+            try:
+                image, scale = load_image_within(data, DECODE_PIXELS)
+            except InputError as exc:
+                raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
+            with self._locks[key]:
+                result = pipeline.predict(
+                    image, assume_face=assume_face, return_attention=return_attention, path=name
+                )
+        if scale != 1.0:
+            result = _scaled(result, scale)
         return Detection(
             image, with_threshold(result, pipeline.threshold if threshold is None else threshold)
         )
@@ -244,6 +260,16 @@ class DetectionService:
         if recorder is not None:
             _keep_display_crops(result, recorder.crops)
         return VideoDetection(with_threshold(result, pipeline.threshold if threshold is None else threshold))
+
+
+def _scaled(result: ImageResult, scale: float) -> ImageResult:
+    """A result found on a reduced image, in the original image's pixels."""
+    faces = [
+        dataclasses.replace(face, box=face.box * scale, keypoints=face.keypoints * scale)
+        for face in result.faces
+    ]
+    size = {k: round(v * scale) for k in ("width", "height") if (v := getattr(result, k)) is not None}
+    return dataclasses.replace(result, faces=faces, **size)
 
 
 class _CropRecorder:

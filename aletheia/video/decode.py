@@ -10,14 +10,15 @@ When the header gives no duration or frame count (live recordings, some WebM/MKV
 unless they are at a wanted time: with x264's defaults about half the frames, and a quarter of the decoding time for
 32 frames of the development videos, with pixel-identical results.
 The display matrix (phone videos) is applied, so faces stand upright.
-Every way a video can be bad ends in `InputError`, naming the file and what was wrong.
+Every way a video can be bad ends in `InputError`, naming the file and what was wrong: whatever PyAV or a codec
+raises (no decoder for the codec, a corrupt stream, ...) is that video's InputError, never a crash.
 """
 
 from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from aletheia.io import InputError
+from aletheia.io import InputError, check_input_file
 
 VideoInput = str | Path | bytes | BinaryIO
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".webm", ".mkv"})
@@ -69,28 +70,29 @@ class VideoReader:
         self.name = name or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
         if isinstance(source, (str, Path)):
             path = Path(source)
-            if not path.exists():
-                raise InputError(f"{self.name}: no such file")
-            if path.is_dir():
-                raise InputError(f"{self.name}: is a folder, not a video")
-            if path.stat().st_size == 0:
-                raise InputError(f"{self.name}: the file is empty")
+            check_input_file(path, self.name, "a video")
             target: str | BinaryIO = str(path)
+            self._reopen: Callable[[], av.container.InputContainer] | None = lambda: av.open(str(path))
         elif isinstance(source, bytes):
             if not source:
                 raise InputError(f"{self.name}: the upload is empty")
             target = io.BytesIO(source)
+            self._reopen = lambda: av.open(io.BytesIO(source))
         else:
-            target = source
+            target, self._reopen = source, None
         try:
             self._container = av.open(target)
-        except (av.FFmpegError, UnicodeDecodeError) as exc:
+        except PermissionError as exc:
+            raise InputError(f"{self.name}: permission denied") from exc
+        except Exception as exc:  # FFmpegError, UnicodeDecodeError, ...: nothing here is a crash
             raise InputError(f"{self.name}: not a recognised video format ({_why(exc)})") from exc
         try:
             self.info = self._open_stream()
-        except BaseException:
+        except BaseException as exc:
             self._container.close()
-            raise
+            if isinstance(exc, InputError) or not isinstance(exc, Exception):
+                raise
+            raise InputError(f"{self.name}: corrupt or unreadable video ({_why(exc)})") from exc
 
     def _open_stream(self) -> VideoInfo:
         streams = [
@@ -99,6 +101,8 @@ class VideoReader:
         if not streams:
             raise InputError(f"{self.name}: has no video stream")
         stream = self._stream = streams[0]
+        if stream.codec_context is None:
+            raise InputError(f"{self.name}: no decoder for its video codec")
         stream.thread_type = "AUTO"
         self._tb = stream.time_base or Fraction(1, 1000)
         self._keyframes = sorted(e.timestamp for e in stream.index_entries if e.is_keyframe)
@@ -128,7 +132,12 @@ class VideoReader:
         duration = float(stream.duration * self._tb) if stream.duration else None
         if duration is None and self._container.duration:
             duration = self._container.duration / av.time_base
-        if not (fps > 0 and (count > 0 or duration)):
+        if not self._can_seek:
+            # A raw stream (H.264 Annex B, ...): no timestamps, and whatever length the header guesses is wrong.
+            fps = fps or 25.0
+            count = self._count_raw_frames()
+            duration = count / fps
+        elif not (fps > 0 and (count > 0 or duration)):
             fps, count, duration = self._count_packets(fps)
         count = count if count > 0 else max(1, round(duration * fps))
         duration = duration or count / fps
@@ -153,16 +162,30 @@ class VideoReader:
             fps = (len(stamps) - 1) / span if span > 0 else 25.0
         return fps, max(1, len(stamps)), span + 1 / fps
 
+    def _count_raw_frames(self) -> int:
+        """The packets (a frame each) of a raw stream, counted on a second opening: it cannot seek back."""
+        if self._reopen is None:
+            return 1
+        try:
+            with self._reopen() as container:
+                return max(1, sum(1 for packet in container.demux(video=0) if packet.size))
+        except av.FFmpegError as exc:
+            raise InputError(f"{self.name}: corrupt video, cannot read its packets ({_why(exc)})") from exc
+
     def sample_times(self, num_frames: int = DEFAULT_NUM_FRAMES, fps: float | None = None) -> np.ndarray:
         """Times (seconds) of `num_frames` frames evenly spaced over the video, or of one every 1/`fps` s."""
         info = self.info
         if fps is not None:
-            if fps <= 0:
+            if not fps > 0:
                 raise ValueError(f"fps must be positive, got {fps}")
-            return np.arange(0.0, max(info.duration - 0.5 / info.fps, 1e-9), 1.0 / fps)
+            # Faster than the video's own rate would only repeat frames (and list billions of times at 1e9).
+            step = 1.0 / min(fps, info.fps)
+            return np.arange(0.0, max(info.duration - 0.5 / info.fps, 1e-9), step)
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-        return np.unique(np.linspace(0, info.frame_count - 1, num_frames).round()) / info.fps
+        # More than the frame count would only repeat frames: never list more times than there are frames.
+        count = min(num_frames, info.frame_count)
+        return np.unique(np.linspace(0, info.frame_count - 1, count).round()) / info.fps
 
     def frames(self, times: np.ndarray) -> Iterator[SampledFrame]:
         """The frame shown at each time (the first at or after it, to within half a frame), in time order.
@@ -175,13 +198,21 @@ class VideoReader:
         emitted = None
         for target in self._wanted:
             seconds = float((target + half_frame - self._start) * self._tb)
-            frame = self._frame_at(target)
-            if frame is None:
-                frame = self._ended_early(seconds)
-            if frame.pts == emitted:
-                continue
-            emitted = frame.pts
-            yield self._to_sampled(frame)
+            try:
+                frame = self._frame_at(target)
+                if frame is None:
+                    frame = self._ended_early(seconds)
+                if frame.pts == emitted:
+                    continue
+                emitted = frame.pts
+                sampled = self._to_sampled(frame)
+            except InputError:
+                raise
+            except Exception as exc:  # a codec's or PyAV's own failure mid-stream
+                raise InputError(
+                    f"{self.name}: corrupt or unreadable video ({_why(exc)}){self._corruption_note()}"
+                ) from exc
+            yield sampled
 
     def close(self) -> None:
         self._container.close()
