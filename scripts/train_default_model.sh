@@ -21,11 +21,20 @@ $A train --config configs/default_model_base.yaml --data "$WORK/prepared" --outp
   --exclude-method "$FACESWAP"
 $A train --config configs/default_model.yaml --data "$WORK/prepared" --output "$WORK/lomo-faceswap" \
   --init-checkpoint "$WORK/lomo-faceswap-base/best.pth" --exclude-method "$FACESWAP"
-# 3. Temperature, threshold (5% of each real source's validation faces flagged) and the crop margin that frames
+# 3. v6: a score per kind of fake (manipulated, generated) on the same backbone, fine-tuned with the new real
+#    sources and pseudo-generated faces; InSwapper and StyleGAN3 are never trained on (the report's left-out columns).
+$A calibrate --model "$WORK/run/best.pth" --run-dir "$WORK/run" --output "$WORK/run/calibrated.pth"
+$A train --config configs/default_model_kinds.yaml --data "$WORK/prepared" --output "$WORK/kinds" \
+  --init-checkpoint "$WORK/run/calibrated.pth"
+# 4. Temperature, threshold (5% of each real source's validation faces flagged) and the crop margin that frames
 #    photo faces like the training crops, fitted on validation and stored in the weights.
-$A calibrate --model "$WORK/run/best.pth" --run-dir "$WORK/run" --output aletheia/assets/models/aletheia-lite0.pth
+$A calibrate --model "$WORK/kinds/best.pth" --run-dir "$WORK/kinds" --output aletheia/assets/models/aletheia-lite0.pth
 $A calibrate --model "$WORK/lomo-faceswap/best.pth" --run-dir "$WORK/lomo-faceswap" --output "$WORK/lomo-faceswap/calibrated.pth"
-# 4. Held-out metrics by source and method, shortcut checks, false positives on real photos, speed.
+# 5. Held-out metrics by source and method, shortcut checks, false positives on real photos, speed; then the
+#    generalisation report: the shipped model beside the one it replaced, on faces neither trained on.
 .venv/bin/python benchmarks/default_model_report.py --model aletheia/assets/models/aletheia-lite0.pth \
   --run-dir "$WORK/run" --lomo-model "$WORK/lomo-faceswap/calibrated.pth" --lomo-run-dir "$WORK/lomo-faceswap" \
   --photos "$DATA/photos" --output "$WORK/report"
+.venv/bin/python benchmarks/generalisation_report.py --run-dir "$WORK/kinds" \
+  --model v5="$WORK/run/calibrated.pth" --model v6=aletheia/assets/models/aletheia-lite0.pth \
+  --photos "$DATA/photos" --output "$WORK/generalisation"

@@ -92,6 +92,10 @@ _GENERATED_METHOD = re.compile(
 )
 
 
+BLEND_MASKS = ("ellipse", "landmarks")
+LANDMARK_MIN_PRESENCE = 0.5  # face-mesh presence below which the mesh is not trusted and the ellipse is used
+
+
 def fake_kind(method: str) -> int:
     """GENERATED for a method that makes whole faces (GAN, diffusion), else MANIPULATED (swap, reenactment, blend)."""
     return GENERATED if _GENERATED_METHOD.search(str(method)) else MANIPULATED
@@ -211,6 +215,7 @@ class FaceCropDataset(Dataset):
         seed: int = 0,
         retouch: float = 0.0,
         sources: np.ndarray | None = None,
+        blend_mask: str = "ellipse",
     ) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
@@ -221,6 +226,10 @@ class FaceCropDataset(Dataset):
         self.faces = faces.reset_index(drop=True)
         self.seed = seed
         self.retouch = retouch  # share of draws, of either class, given a beauty filter on the face
+        if blend_mask not in BLEND_MASKS:
+            raise ValueError(f"blend_mask must be one of {BLEND_MASKS}, got {blend_mask!r}")
+        self.blend_mask = blend_mask
+        self._landmarker = None  # loaded on first use, in the process that draws (a DataLoader worker)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -241,6 +250,22 @@ class FaceCropDataset(Dataset):
             int(row["height"]), int(row["width"]), box, row["face_policy"], int(row["crop_size"])
         )
 
+    def _self_blend(self, image: np.ndarray, face: int, rng: np.random.Generator) -> np.ndarray:
+        """A self-blended pseudo-fake: under SBI's landmark-hull mask (`blend_mask: landmarks`) where the face mesh
+        finds the face, else under the ellipse fitted to the face box."""
+        from aletheia.data.self_blend import self_blend, self_blend_with_landmarks
+
+        box = self.face_box(face)
+        if self.blend_mask == "landmarks":
+            if self._landmarker is None:
+                from aletheia.faces.landmarks import FaceLandmarker
+
+                self._landmarker = FaceLandmarker()
+            points, presence = self._landmarker.detect(image, box)
+            if presence >= LANDMARK_MIN_PRESENCE:
+                return self_blend_with_landmarks(image, points[:, :2], rng)
+        return self_blend(image, box, rng)
+
     def _rng(self, draw: int, stream: int) -> np.random.Generator:
         # Differs per draw, per epoch's worker seed and per use, so no two draws share their random choices.
         return np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32, stream])
@@ -248,12 +273,11 @@ class FaceCropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from aletheia.data.pseudo_generate import pseudo_generate
         from aletheia.data.retouch import retouch_face
-        from aletheia.data.self_blend import self_blend
 
         made, face = divmod(index, len(self))  # 0: the face itself, 1: self-blended, 2: pseudo-generated
         image = self._read(face)
         if made == 1:
-            image, label = self_blend(image, self.face_box(face), self._rng(index, 0)), MANIPULATED
+            image, label = self._self_blend(image, face, self._rng(index, 0)), MANIPULATED
         elif made == 2:
             image, label = pseudo_generate(image, self._rng(index, 0)), GENERATED
         else:

@@ -40,6 +40,11 @@ class TrainConfig(BaseModel):
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )
+    blend_mask: Literal["ellipse", "landmarks"] = Field(
+        "ellipse",
+        description="mask of self-blended pseudo-fakes: an ellipse fitted to the face box, or SBI's hull of the "
+        "468-point face mesh (MediaPipe's landmark model, bundled)",
+    )
     pseudo_generate: float = Field(
         0.0,
         ge=0,

@@ -113,3 +113,31 @@ def test_source_balance_pairs_a_fake_only_source_and_mixes_in_pseudo_generated_f
     assert not ((unpaired >= 20) & (unpaired < 30)).any()
     with pytest.raises(ValueError, match="balance 'source'"):
         epoch_order(data.labels, data.groups, "method", 0.5, 0, 0, pseudo_generate=0.3)
+
+
+def test_landmark_blend_masks_the_mesh_hull_and_falls_back_to_the_ellipse_without_a_face(tmp_path) -> None:
+    from aletheia.data.self_blend import self_blend
+    from aletheia.faces.extract import FaceDetector, crop_face
+    from aletheia.io import load_image
+
+    astronaut = load_image("examples/astronaut.jpg")
+    box = FaceDetector().detect(astronaut)[0].box
+    face = crop_face(astronaut, box, "scale", 224, 0.2)  # cut as `aletheia prepare` cuts training faces
+    path = tmp_path / "face.png"
+    Image.fromarray(face).save(path)
+    x0, y0, x1, y1 = map(float, box)
+    faces = pd.DataFrame([{"crop": str(path), "label": "real", "source": "s", "method": "original",
+                           "x0": x0, "y0": y0, "x1": x1, "y1": y1, "width": astronaut.shape[1],
+                           "height": astronaut.shape[0], "face_policy": "scale", "crop_size": 224}])  # fmt: skip
+    landmarks, ellipse = FaceCropDataset(faces, blend_mask="landmarks"), FaceCropDataset(faces)
+    made, kind = landmarks[1]
+    assert kind == MANIPULATED
+    expected_ellipse = self_blend(face, ellipse.face_box(0), ellipse._rng(1, 0))
+    assert not np.array_equal(made.numpy(), expected_ellipse)  # the mesh's hull, not the box's ellipse
+    assert np.array_equal(ellipse[1][0].numpy(), expected_ellipse)
+    noise = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)  # no face for the mesh to find: the ellipse it is
+    no_face = FaceCropDataset(faces, blend_mask="landmarks")
+    assert np.array_equal(no_face[1][0].numpy(), self_blend(noise, no_face.face_box(0), no_face._rng(1, 0)))
+    with pytest.raises(ValueError, match="blend_mask"):
+        FaceCropDataset(faces, blend_mask="circle")
