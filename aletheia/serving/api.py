@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import warnings
@@ -33,6 +34,9 @@ from aletheia.video import DEFAULT_NUM_FRAMES
 
 API_PREFIX = "/api/v1"
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+# A request body that sends nothing for this long is given up (408) and its connection closed: stalled uploads
+# would otherwise hold a connection, and a file descriptor, for ever.
+DEFAULT_BODY_TIMEOUT_SECONDS = 20.0
 # Multipart framing and the small form fields ride on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -156,6 +160,56 @@ class UploadLimitMiddleware:
             return event
 
         await self.app(scope, limited_receive, send)
+
+
+CLOSE = {"Connection": "close"}
+
+
+def stalled_message(timeout: float) -> str:
+    return f"the request body stalled: nothing arrived for {timeout:g} s"
+
+
+class BodyTimeoutMiddleware:
+    """Gives up on a request body once no part of it has arrived for `timeout` seconds: 408, connection closed.
+
+    Only the body is timed: once it is complete, waiting for the client (a streamed response watching for a
+    disconnect) is not. Idle connections between requests are uvicorn's keep-alive timeout's to close.
+    """
+
+    def __init__(self, app: ASGIApp, *, timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_complete, response_started = False, False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete
+            if body_complete:
+                return await receive()
+            try:
+                event = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                # FastAPI re-raises HTTPExceptions from body parsing, so this becomes the JSON 408; "close" has
+                # uvicorn close the connection at once (its body was never read to the end).
+                raise HTTPException(408, stalled_message(self.timeout), headers=CLOSE) from None
+            body_complete = event["type"] == "http.disconnect" or not event.get("more_body", False)
+            return event
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracked_send)
+        except HTTPException as exc:  # raised where no FastAPI handler turned it into a response
+            if exc.status_code != 408 or response_started:
+                raise
+            await JSONResponse({"detail": exc.detail}, status_code=408, headers=CLOSE)(scope, receive, send)
 
 
 # -- mapping bad files to status codes -------------------------------------------------------------------------------

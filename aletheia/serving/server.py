@@ -12,14 +12,20 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    import uvicorn
 
 import aletheia
 from aletheia.pipeline import DeepfakeDetectorPipeline
 from aletheia.serving.api import (
     API_PREFIX,
+    DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_UPLOAD_BYTES,
+    BodyTimeoutMiddleware,
     UploadLimitMiddleware,
     build_api_router,
     install_error_handlers,
@@ -30,6 +36,10 @@ from aletheia.serving.uploads import UploadsOnlyMiddleware
 # A source checkout ships public-domain example photos here; an installed wheel has none and shows no examples.
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# Connections idle between requests close after this many seconds (stalled bodies: BodyTimeoutMiddleware).
+KEEP_ALIVE_SECONDS = 5
+# Beyond this many open connections (or running requests) uvicorn answers 503 rather than run out of descriptors.
+MAX_CONNECTIONS = 512
 
 
 def default_examples() -> list[Path]:
@@ -43,12 +53,14 @@ def build_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     examples: Sequence[str | Path] | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
 ) -> FastAPI:
     """The FastAPI app with the REST API and the Gradio app mounted on it.
 
     `pipelines`: name -> loaded pipeline (the first is the default), or model specs to load (see load_pipelines;
     an empty list means the bundled default model).
     `examples`: photos offered in the web app (default: the repository's examples/ folder, when present).
+    `body_timeout`: seconds a request body may send nothing before it is given up (408).
     """
     # Set before gradio is imported: a detector's server should not report usage to anyone.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -96,7 +108,16 @@ def build_app(
     # and a mounted app never does: switch its check on, and put ours in front of it (see uploads.py).
     demo.has_launched = True
     app.add_middleware(UploadsOnlyMiddleware, exempt_prefix=API_PREFIX)
+    app.add_middleware(BodyTimeoutMiddleware, timeout=body_timeout)
     return app
+
+
+def uvicorn_config(app: FastAPI, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's settings for this server, with its limits on idle connections and connection count."""
+    import uvicorn
+
+    kwargs = {"timeout_keep_alive": KEEP_ALIVE_SECONDS, "limit_concurrency": MAX_CONNECTIONS} | kwargs
+    return uvicorn.Config(app, **kwargs)
 
 
 def serve(
@@ -122,7 +143,7 @@ def serve(
     print(
         f"Aletheia: web app at http://{shown}:{port}/  REST API docs at http://{shown}:{port}{API_PREFIX}/docs"
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 class BackgroundServer:
@@ -140,7 +161,7 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.url = f"http://{host}:{self._socket.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        self._server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="aletheia-server", daemon=True
         )
