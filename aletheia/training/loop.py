@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,31 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Replace `path` whole or not at all: write `<path>.tmp` beside it (bytes, or a function that writes to the
+    open file), flush and fsync it, rename it over `path` and fsync the folder. A kill mid-write leaves at most a
+    torn .tmp, which the next write overwrites; `path` itself is always the previous or the new version."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            data(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power cut
+    finally:
+        os.close(folder)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save, atomically (see write_atomic)."""
+    write_atomic(path, lambda handle: torch.save(state, handle))
+
+
 @torch.no_grad()
 def evaluate_logits(
     model: nn.Module, loader: DataLoader, mean, std, device: torch.device
@@ -228,6 +254,8 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         history = (
             json.loads((output / "history.json").read_text()) if (output / "history.json").exists() else []
         )
+        # history.json is written before last.pth: after a kill between the two it holds an epoch to be redone.
+        history = [record for record in history if record["epoch"] < start_epoch]
         if rank == 0:
             print(f"resuming {output} at epoch {start_epoch}")
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -300,9 +328,12 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
                 scheduler.step()
             else:
                 scheduler.step(val_loss)
+            # History first, then the checkpoints, each replaced whole (write_atomic): a kill at any point leaves
+            # a resumable last.pth and a history that lacks no epoch of it (resume drops any epoch beyond it).
+            write_atomic(output / "history.json", json.dumps(history, indent=1).encode())
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
-                torch.save(
+                save_checkpoint(
                     {
                         "net": model.state_dict(),
                         "architecture": config.model,
@@ -311,12 +342,11 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
                     },
                     best_path,
                 )
-            torch.save(
+            save_checkpoint(
                 {"net": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "epoch": epoch, "best_val_loss": best_loss, "best_epoch": best_epoch},
                 last_path,
             )  # fmt: skip
-            (output / "history.json").write_text(json.dumps(history, indent=1))
             if on_epoch is not None:
                 on_epoch(epoch, record)
             if progress:
