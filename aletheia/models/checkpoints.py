@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -101,9 +102,43 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[StateDict, dict]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     # Pickle errors, truncated zips, globals refused by weights_only: all mean "not a usable checkpoint".
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(exc)}") from exc
     metadata = {k: obj[k] for k in METADATA_KEYS if isinstance(obj, dict) and k in obj}
+    _check_metadata(metadata, str(path))
     return _extract_state_dict(obj, source=str(path)), metadata
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load failed, without PyTorch's advice to retry with weights_only=False: for a file refused because
+    it holds code, that advice is how an attacker's checkpoint gets run."""
+    message = str(exc)
+    if "Weights only load failed" not in message:
+        return message
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    what = f" ({found.group(1)})" if found else ""
+    return (
+        f"it holds a Python object other than tensors and plain values{what}; refused, because loading it could "
+        "run code. Only checkpoints of weights and plain settings are accepted"
+    )
+
+
+def _check_metadata(metadata: dict, source: str) -> None:
+    """Settings that would silently corrupt every score are refused: a temperature must be finite and above 0 (at
+    -1 a real face's 0.22 reads 0.77, at 0 every score is 0), a threshold strictly between 0 and 1."""
+    for key, valid, rule in (
+        ("temperature", lambda v: v > 0, "finite and above 0"),
+        ("threshold", lambda v: 0 < v < 1, "between 0 and 1"),
+        ("crop_margin", lambda v: True, "a finite number"),
+    ):
+        if key not in metadata:
+            continue
+        value = metadata[key]
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError, RuntimeError):
+            number = math.nan
+        if not (math.isfinite(number) and valid(number)):
+            raise CheckpointError(f"{source}: its {key} must be {rule}, got {value!r}")
 
 
 def _extract_state_dict(obj: object, source: str) -> StateDict:
