@@ -31,11 +31,12 @@ from aletheia.video import (
 MAX_VIDEO_FRAMES = 256
 # Face crops kept per person for the web app's gallery: the first, middle and last sighting.
 CROPS_PER_TRACK = 3
-# The memory budget of photo uploads. A larger JPEG is decoded at 1/2, 1/4 or 1/8 size (faces stay far above the
+# The memory budget of photo uploads (8 concurrent bombs keep the server under 1.5 GB, with two slots: see
+# benchmarks/load_server.py). A larger JPEG is decoded at 1/2, 1/4 or 1/8 size (faces stay far above the
 # detector's smallest), other formats are refused (413): an 87 KB PNG can otherwise cost 1 GB. At most
 # DECODE_SLOTS photos are decoded or held at once, so a burst of small decompression bombs cannot add up: one
 # decodes while another is scored, and inference on a model is serialised anyway.
-DECODE_PIXELS = 24_000_000
+DECODE_PIXELS = 16_000_000
 DECODE_SLOTS = 2
 
 
