@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,7 +36,10 @@ CROPS_PER_TRACK = 3
 # benchmarks/load_server.py). A larger JPEG is decoded at 1/2, 1/4 or 1/8 size (faces stay far above the
 # detector's smallest), other formats are refused (413): an 87 KB PNG can otherwise cost 1 GB. At most
 # DECODE_SLOTS photos are decoded or held at once, so a burst of small decompression bombs cannot add up: one
-# decodes while another is scored, and inference on a model is serialised anyway.
+# decodes while another is scored, and inference on a model is serialised anyway. They are decoded and scored on
+# that many threads of the service's own, not on whichever of the web server's 40 threads took the request: every
+# thread that allocates large buffers keeps memory of its own (a malloc arena), and 50 clients grew the server by
+# a third that way.
 DECODE_PIXELS = 16_000_000
 DECODE_SLOTS = 2
 
@@ -150,7 +154,7 @@ class DetectionService:
             raise ValueError("a server needs at least one model")
         self.pipelines = dict(pipelines)
         self._locks = {name: threading.Lock() for name in self.pipelines}
-        self._photo_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+        self._photo_workers = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="aletheia-photo")
 
     @property
     def default_model(self) -> str:
@@ -210,20 +214,29 @@ class DetectionService:
         pipeline = self.pipelines[key]
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        with self._photo_slots:  # the decoded photo lives until it is scored: the slot covers both
-            try:
-                image, scale = load_image_within(data, DECODE_PIXELS)
-            except InputError as exc:
-                raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
-            with self._locks[key]:
-                result = pipeline.predict(
-                    image, assume_face=assume_face, return_attention=return_attention, path=name
-                )
+        # The decoded photo lives until it is scored: one worker does both.
+        work = self._photo_workers.submit(
+            self._decode_and_score, data, name, key, assume_face, return_attention
+        )
+        image, scale, result = work.result()
         if scale != 1.0:
             result = _scaled(result, scale)
         return Detection(
             image, with_threshold(result, pipeline.threshold if threshold is None else threshold)
         )
+
+    def _decode_and_score(
+        self, data: bytes, name: str, key: str, assume_face: bool, return_attention: bool
+    ) -> tuple[np.ndarray, float, ImageResult]:
+        try:
+            image, scale = load_image_within(data, DECODE_PIXELS)
+        except InputError as exc:
+            raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
+        with self._locks[key]:
+            result = self.pipelines[key].predict(
+                image, assume_face=assume_face, return_attention=return_attention, path=name
+            )
+        return image, scale, result
 
     def detect_video(
         self,
