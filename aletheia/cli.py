@@ -6,7 +6,6 @@ Exit status: 0 when every input was processed, 1 when any input failed, 2 for us
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -36,7 +35,35 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
     p.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
-    p.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "table", "parquet"),
+        default="jsonl",
+        help="jsonl (default), csv, table, or parquet (one row per input and face; needs --output)",
+    )
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume",
+        action="store_true",
+        help="OUT exists: skip the inputs it already has and append the rest (jsonl, csv, parquet)",
+    )
+    existing.add_argument("--overwrite", action="store_true", help="OUT exists: replace it")
+    p.add_argument(
+        "--row-group-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="parquet: inputs per row group (default 1000); until then they wait in OUT.journal",
+    )
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the scan on a Dask cluster: a scheduler address (tcp://host:8786), or local:N for a "
+        "LocalCluster of N worker processes on this machine",
+    )
+    p.add_argument(
+        "--shard-size", type=int, default=32, metavar="N", help="--dask: inputs per task (default 32)"
+    )
     p.add_argument("--model", help="model name, published weights name, or checkpoint file")
     p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
     p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
@@ -192,12 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
 # -- detect ------------------------------------------------------------------------------------------------------
 
 
-def _make_pipeline(args: argparse.Namespace):
+def _scan_settings(args: argparse.Namespace):
+    """The detect command's settings, checked; the models load later (here, or on each Dask worker)."""
     import torch
 
-    from aletheia.models.checkpoints import CheckpointError
-    from aletheia.models.loader import DEFAULT_MODEL, is_checkpoint_path
-    from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.scan import ScanSettings
 
     if args.model is None and not DEFAULT_MODEL.is_file():
         raise UsageError(NO_MODEL_HELP)
@@ -207,25 +234,119 @@ def _make_pipeline(args: argparse.Namespace):
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.model is None:
-        name, checkpoint = None, None  # the bundled default model
-    elif is_checkpoint_path(args.model):
-        name, checkpoint = args.arch, args.model
-    else:
-        name, checkpoint = args.model, None
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise UsageError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {args.fps}")
+    if args.row_group_size < 1 or args.shard_size < 1:
+        raise UsageError("--row-group-size and --shard-size must be at least 1")
+    if args.format == "parquet" and args.output is None:
+        raise UsageError("--format parquet needs --output")
+    if args.dask and args.plots:
+        raise UsageError("--plots draws in this process; it cannot be combined with --dask")
+    threads = None
+    if args.dask and args.dask.startswith("local:"):
+        from aletheia.scan.distributed import local_threads
+
+        try:
+            workers = int(args.dask.split(":", 1)[1])
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise UsageError(f"--dask local:N needs a number of workers of at least 1, got {args.dask}")
+        threads = local_threads(workers)
+    return ScanSettings(
+        model=args.model, arch=args.arch, device=args.device, threshold=args.threshold,
+        face_policy=args.face_policy, batch_size=args.batch_size, min_face_size=args.min_face_size,
+        backend=args.backend, assume_face=args.assume_face, frames=args.frames, fps=args.fps,
+        track_strategy=args.track_strategy, threads=threads,
+    )  # fmt: skip
+
+
+@contextmanager
+def _models_ready(settings, dask: str | None) -> Iterator[dict]:
+    """Loads the models (here, or on every worker of the cluster) before any output is touched: a model that cannot
+    load is a usage error and leaves no file behind. Yields run_scan's `detectors=` or `client=`."""
+    from aletheia.models.checkpoints import CheckpointError
+    from aletheia.scan import build_detectors
+
+    loading = (CheckpointError, KeyError, ValueError, FileNotFoundError)
+    if not dask:
+        try:
+            detectors = build_detectors(settings)
+        except loading as exc:
+            raise UsageError(str(exc).strip("'\"")) from exc
+        yield {"detectors": detectors}
+        return
+    from aletheia.scan.distributed import register_detectors, start_client
+
     try:
-        return DeepfakeDetectorPipeline(
-            model_name=name,
-            model_checkpoint=checkpoint,
-            device=args.device,
-            threshold=args.threshold,
-            face_policy=args.face_policy,
-            batch_size=args.batch_size,
-            min_face_size=args.min_face_size,
-            backend=args.backend,
-        )
-    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
-        raise UsageError(str(exc).strip("'\"")) from exc
+        client, cluster = start_client(dask)
+    except (OSError, ValueError) as exc:  # a TimeoutError is an OSError
+        raise UsageError(f"--dask {dask}: cannot reach a Dask scheduler there ({exc})") from exc
+    try:
+        try:
+            register_detectors(client, settings)
+        except loading as exc:
+            raise UsageError(str(exc).strip("'\"")) from exc
+        yield {"client": client}
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from aletheia.io import IMAGE_EXTENSIONS, walk_inputs
+    from aletheia.scan import OutputExists, OutputUnreadable, check_output, open_sink, run_scan
+    from aletheia.video import VIDEO_EXTENSIONS, VideoResult, plot_timeline
+
+    if next(walk_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS), None) is None:
+        raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
+    settings = _scan_settings(args)
+    try:
+        check_output(args.output, args.format, args.resume, args.overwrite)  # before any model loads
+    except OutputExists as exc:
+        raise UsageError(str(exc)) from exc
+    with _models_ready(settings, args.dask) as engine:
+        try:
+            sink = open_sink(args.output, args.format, resume=args.resume, overwrite=args.overwrite,
+                             row_group_size=args.row_group_size)  # fmt: skip
+        except (OutputExists, OutputUnreadable) as exc:
+            raise UsageError(str(exc)) from exc
+        bar = tqdm(unit="file", disable=args.no_progress, file=sys.stderr)
+        earlier_models = set(getattr(sink, "models", ())) - {""}
+        warned = False
+        number = 0
+
+        def on_batch(records: list[dict], results: list | None) -> None:
+            nonlocal number, warned
+            for index, record in enumerate(records):
+                if record["error"] is not None:
+                    bar.write(f"error: {_printable(record['error'])}", file=sys.stderr)
+                elif args.plots and results is not None and isinstance(results[index], VideoResult):
+                    plot_timeline(
+                        results[index], args.plots / f"{number:05d}_{Path(record['path']).stem}.png"
+                    )
+                if earlier_models and not warned and record["model"] not in earlier_models:
+                    warned = True
+                    bar.write(f"warning: {args.output} holds results of {', '.join(sorted(earlier_models))}; "
+                              f"this run appends results of {record['model']}", file=sys.stderr)  # fmt: skip
+                number += 1
+            bar.update(len(records))
+
+        options = {"shard_size": args.shard_size} if args.dask else {}
+        try:
+            summary = run_scan(args.paths, sink, settings, on_batch=on_batch, **engine, **options)
+        finally:
+            sink.close()
+            bar.close()
+    if summary.failed:
+        print(f"{summary.failed} of {summary.done} inputs could not be processed", file=sys.stderr)
+    print(f"aletheia detect: {summary.line()}", file=sys.stderr)
+    return EXIT_INPUT_FAILED if summary.failed else EXIT_OK
 
 
 @contextmanager
@@ -238,106 +359,12 @@ def _open_output(path: Path | None) -> Iterator[TextIO]:
         yield handle
 
 
-CSV_COLUMNS = ("path", "kind", "score", "scores", "label", "threshold", "model", "n_faces", "faces", "error")
-KIND_COLUMNS = (("manipulated", "manip."), ("generated", "gen."))  # per-kind scores, for models that have them
-
-
-class _Writer:
-    """Writes results as they come, so a long run can be followed and an interrupted one keeps what it did."""
-
-    def __init__(self, out: TextIO, fmt: str) -> None:
-        self.out, self.fmt = out, fmt
-        if fmt == "csv":
-            self._csv = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-            self._csv.writeheader()
-        elif fmt == "table":
-            kinds = " ".join(f"{title:>6}" for _, title in KIND_COLUMNS)
-            out.write(f"{'label':<8} {'score':>7} {kinds} {'faces':>5}  path\n")
-
-    def write(self, record: dict) -> None:
-        # In csv and table form a video's people (tracks) stand where a photo's faces do.
-        faces = record["faces"] if "faces" in record else record["tracks"]
-        if self.fmt == "jsonl":
-            self.out.write(json.dumps(record) + "\n")  # JSON escapes what is not UTF-8
-            self.out.flush()
-            return
-        record = {k: _printable(v) if isinstance(v, str) else v for k, v in record.items()}
-        if self.fmt == "csv":
-            row = {k: record.get(k) for k in CSV_COLUMNS if k in record}
-            row["n_faces"] = len(faces)
-            row["faces"] = json.dumps(faces)
-            row["scores"] = json.dumps(record["scores"]) if "scores" in record else ""
-            self._csv.writerow(row)
-        else:
-            score = "-" if record["score"] is None else f"{record['score']:.3f}"
-            by_kind = record.get("scores", {})
-            kinds = " ".join(f"{by_kind[k]:>6.3f}" if k in by_kind else f"{'-':>6}" for k, _ in KIND_COLUMNS)
-            line = f"{record['label']:<8} {score:>7} {kinds} {len(faces):>5}  {record['path']}"
-            if record["error"]:
-                line += f"  ({record['error']})"
-            self.out.write(line + "\n")
-        self.out.flush()
-
-
 def _printable(text: str) -> str:
     """A file name that is not UTF-8 (kept by Python as lone surrogates) with its odd bytes shown as \\xNN."""
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _detect_in_order(pipeline, videos, scanned: list, assume_face: bool) -> Iterator:
-    """Every scanned input's result, in order: what the scan could not read is reported with its problem, the rest
-    goes through predict_media in runs."""
-    from itertools import groupby
-
-    from aletheia.results import ImageResult
-    from aletheia.video import VideoResult, is_video_path, predict_media
-
-    for unreadable, group in groupby(scanned, key=lambda item: item.problem is not None):
-        if not unreadable:
-            paths = [item.path for item in group]
-            yield from predict_media(pipeline, paths, assume_face=assume_face, videos=videos)
-            continue
-        for item in group:
-            common = {"path": str(item.path), "threshold": pipeline.threshold, "model": pipeline.model_label}
-            if is_video_path(item.path):
-                yield VideoResult(**common, error=item.problem, strategy=videos.strategy)
-            else:
-                yield ImageResult(**common, error=item.problem)
-
-
-def _run_detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from aletheia.io import IMAGE_EXTENSIONS, scan_inputs
-    from aletheia.video import VIDEO_EXTENSIONS, VideoDetector, VideoResult, plot_timeline
-
-    scanned = scan_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
-    if not scanned:
-        raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
-    if not 1 <= args.frames <= MAX_FRAMES:
-        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
-    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
-        raise UsageError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {args.fps}")
-    pipeline = _make_pipeline(args)
-    videos = VideoDetector(pipeline, num_frames=args.frames, fps=args.fps, strategy=args.track_strategy)
-    failed = 0
-    with _open_output(args.output) as out:
-        writer = _Writer(out, args.format)
-        results = _detect_in_order(pipeline, videos, scanned, args.assume_face)
-        bar = tqdm(results, total=len(scanned), unit="file", disable=args.no_progress, file=sys.stderr)
-        for number, result in enumerate(bar):
-            if result.error is not None:
-                failed += 1
-                bar.write(f"error: {result.error}", file=sys.stderr)
-            elif args.plots and isinstance(result, VideoResult):
-                plot_timeline(result, args.plots / f"{number:05d}_{Path(result.path).stem}.png")
-            writer.write(result.to_json())
-    if failed:
-        print(f"{failed} of {len(scanned)} inputs could not be processed", file=sys.stderr)
-    return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 def _run_faces(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import math
 import os
 import stat
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,18 +242,25 @@ def scan_inputs(paths: list[str | Path], extensions: frozenset[str] = IMAGE_EXTE
     Files named explicitly are always kept, whatever their extension (and even when missing), so that a bad one
     gets reported rather than silently skipped; inside folders the entries with a known extension are taken. What a
     walk cannot enter is kept too, with its problem: an unreadable folder, a broken or looping symbolic link, a link
-    back to a folder already scanned (followed, it would loop).
+    back to a folder already scanned (followed, it would loop). `walk_inputs` gives the same inputs one at a time.
     """
-    found: list[ScannedInput] = []
+    return list(walk_inputs(paths, extensions))
+
+
+def walk_inputs(
+    paths: Iterable[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> Iterator[ScannedInput]:
+    """`scan_inputs` lazily, in the same order: a folder of a million files is never held as a list of inputs.
+
+    Folders are walked depth first with each folder's entries sorted by name (the order of sorting whole paths);
+    only the names of the folder being walked, and of the folders above it, are held at once.
+    """
     for raw in paths:
         path = Path(raw)
         if _is_folder(path):
-            walked: list[ScannedInput] = []
-            _walk(path, extensions, {_identity(path)}, walked)
-            found.extend(sorted(walked, key=lambda item: item.path))
+            yield from _walk(path, extensions, {_identity(path)})
         else:
-            found.append(ScannedInput(path))
-    return found
+            yield ScannedInput(path)
 
 
 def iter_input_files(paths: list[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -272,38 +280,34 @@ def _identity(path: Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _walk(
-    folder: Path, extensions: frozenset[str], seen: set[tuple[int, int]], found: list[ScannedInput]
-) -> None:
+def _walk(folder: Path, extensions: frozenset[str], seen: set[tuple[int, int]]) -> Iterator[ScannedInput]:
     try:
         with os.scandir(folder) as scan:
-            entries = list(scan)
+            names = sorted(entry.name for entry in scan)  # names only: no stat results or paths held
     except PermissionError:
-        found.append(ScannedInput(folder, f"{folder}: permission denied, cannot list this folder"))
+        yield ScannedInput(folder, f"{folder}: permission denied, cannot list this folder")
         return
     except OSError as exc:
-        found.append(ScannedInput(folder, f"{folder}: cannot list this folder ({exc.strerror or exc})"))
+        yield ScannedInput(folder, f"{folder}: cannot list this folder ({exc.strerror or exc})")
         return
-    for entry in entries:
-        path = Path(entry.path)
+    for name in names:
+        path = folder / name
         known = path.suffix.lower() in extensions
         try:
             info = path.stat()  # follows links
         except OSError as exc:
             # Not followable: a broken or looping link, or an entry of a folder that can be listed but not entered.
             if known or not path.suffix:
-                found.append(ScannedInput(path, _unreadable(path, exc)))
+                yield ScannedInput(path, _unreadable(path, exc))
             continue
         if stat.S_ISDIR(info.st_mode):
             if (info.st_dev, info.st_ino) in seen:
-                found.append(
-                    ScannedInput(path, f"{path}: a symbolic link to a folder already scanned; not followed")
-                )
+                yield ScannedInput(path, f"{path}: a symbolic link to a folder already scanned; not followed")
                 continue
             seen.add((info.st_dev, info.st_ino))
-            _walk(path, extensions, seen, found)
+            yield from _walk(path, extensions, seen)
         elif known:
-            found.append(ScannedInput(path))
+            yield ScannedInput(path)
 
 
 def _unreadable(path: Path, exc: OSError) -> str:
