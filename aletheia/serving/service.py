@@ -300,9 +300,9 @@ class _CropRecorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipeline, name)
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:
+    def logits_by_kind(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.crops.extend(np.array(crop) for crop in crops)
-        return self._pipeline.logits(crops)
+        return self._pipeline.logits_by_kind(crops)
 
 
 def _keep_display_crops(result: VideoResult, crops: list[np.ndarray]) -> None:
