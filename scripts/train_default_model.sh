@@ -28,13 +28,19 @@ $A train --config configs/default_model_kinds.yaml --data "$WORK/prepared" --out
   --init-checkpoint "$WORK/run/calibrated.pth"
 # 4. Temperature, threshold (5% of each real source's validation faces flagged) and the crop margin that frames
 #    photo faces like the training crops, fitted on validation and stored in the weights.
-$A calibrate --model "$WORK/kinds/best.pth" --run-dir "$WORK/kinds" --output aletheia/assets/models/aletheia-lite0.pth
+$A calibrate --model "$WORK/kinds/best.pth" --run-dir "$WORK/kinds" --output "$WORK/kinds/calibrated.pth"
+#    Stage 4: StyleGAN3 against FFHQ and SBI's face-mesh blends; stage 3 is its twin for the left-out StyleGAN3.
+$A train --config configs/default_model_kinds_generated.yaml --data "$WORK/prepared" --output "$WORK/kinds-generated" \
+  --init-checkpoint "$WORK/kinds/best.pth"
+$A calibrate --model "$WORK/kinds-generated/best.pth" --run-dir "$WORK/kinds-generated" \
+  --output aletheia/assets/models/aletheia-lite0.pth
 $A calibrate --model "$WORK/lomo-faceswap/best.pth" --run-dir "$WORK/lomo-faceswap" --output "$WORK/lomo-faceswap/calibrated.pth"
 # 5. Held-out metrics by source and method, shortcut checks, false positives on real photos, speed; then the
 #    generalisation report: the shipped model beside the one it replaced, on faces neither trained on.
 .venv/bin/python benchmarks/default_model_report.py --model aletheia/assets/models/aletheia-lite0.pth \
   --run-dir "$WORK/run" --lomo-model "$WORK/lomo-faceswap/calibrated.pth" --lomo-run-dir "$WORK/lomo-faceswap" \
   --photos "$DATA/photos" --output "$WORK/report"
-.venv/bin/python benchmarks/generalisation_report.py --run-dir "$WORK/kinds" \
-  --model v5="$WORK/run/calibrated.pth" --model v6=aletheia/assets/models/aletheia-lite0.pth \
+.venv/bin/python benchmarks/generalisation_report.py --run-dir "$WORK/kinds-generated" \
+  --model v5="$WORK/run/calibrated.pth" --model stage3="$WORK/kinds/calibrated.pth" \
+  --model v6=aletheia/assets/models/aletheia-lite0.pth \
   --photos "$DATA/photos" --output "$WORK/generalisation"
