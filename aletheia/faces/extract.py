@@ -24,7 +24,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from aletheia.faces.blazeface import iou, weighted_nms
+from aletheia.faces.detections import iou, weighted_nms
 from aletheia.faces.networks import FULL_RANGE, SHORT_RANGE, BlazeFaceNetwork, NetworkSpec, shared_network
 
 FacePolicy = Literal["scale", "tight"]

@@ -9,19 +9,17 @@ the same anchors, decoding and weighted NMS as the short-range model (aletheia.f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from aletheia.faces.blazeface import pad_same
+from aletheia.faces.detections import FULL_RANGE_INPUT_SIZE as INPUT_SIZE
+from aletheia.faces.detections import FULL_RANGE_SIZE_MULTIPLE as SIZE_MULTIPLE
+from aletheia.faces.detections import FULL_RANGE_STRIDE as STRIDE  # one anchor per cell of the stride-4 map
+from aletheia.faces.detections import FULL_RANGE_WEIGHTS as WEIGHTS_PATH
 
-WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "assets" / "blazeface" / "blazeface_full_range.pth"
-INPUT_SIZE = 192
-STRIDE = 4  # one anchor per cell of the stride-4 output map
-# Sizes must be multiples of this for the pyramid's upsampled maps to line up with the lateral ones.
-SIZE_MULTIPLE = 32
+__all__ = ["INPUT_SIZE", "SIZE_MULTIPLE", "STRIDE", "WEIGHTS_PATH", "BlazeFaceFullRange"]
 
 
 class BottleneckBlock(nn.Module):

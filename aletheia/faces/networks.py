@@ -1,38 +1,44 @@
-"""The two BlazeFace networks behind one interface: shipped weights, torch or ONNX Runtime, any input size.
+"""The two BlazeFace networks behind one interface: shipped ONNX files or torch, any input size.
 
 Both are fully convolutional, so they run on whole images of any size whose sides are multiples of
 `NetworkSpec.size_multiple`: anchors are then laid on the larger grid, one cell per output pixel, exactly where a
 tile of the trained input size would put them. Decoded detections are in input pixels (MediaPipe's fixed-size
 anchors scale offsets by the input side, so raw outputs already are pixel offsets).
 
-On the CPU the networks run on ONNX Runtime by default (`backend="auto"`): exported once per weights (dynamic batch,
-height and width) into `$ALETHEIA_CACHE/onnx` (or `~/.cache/aletheia/onnx`), matching torch to float rounding.
+On the CPU the networks run on ONNX Runtime by default (`backend="auto"`), from ONNX files shipped in
+`aletheia/assets/blazeface/` (uint8 NHWC in; dynamic batch, height and width), written by `tools/export_onnx.py`
+and tested against torch (tests/faces/test_blazeface.py). That path imports no torch; `backend="torch"` (and any
+device other than the CPU) loads the PyTorch reimplementation from the shipped state dicts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-import warnings
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
-from aletheia.faces import blazeface, full_range
-from aletheia.faces.blazeface import NUM_KEYPOINTS, decode, weighted_nms
+from aletheia.faces.detections import (
+    ASSETS,
+    FULL_RANGE_INPUT_SIZE,
+    FULL_RANGE_SIZE_MULTIPLE,
+    FULL_RANGE_STRIDE,
+    FULL_RANGE_WEIGHTS,
+    NUM_KEYPOINTS,
+    SHORT_RANGE_ANCHOR_LAYOUT,
+    SHORT_RANGE_INPUT_SIZE,
+    SHORT_RANGE_WEIGHTS,
+    decode,
+    generate_anchors,
+    postprocess,
+    weighted_nms,
+)
 
 Backend = Literal["auto", "torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
-ONNX_OPSET = 17
-# Bump when the exported graph changes for the same weights, so stale cache files are not reused.
-_EXPORT_VERSION = 2  # 2: dynamic height and width
 
 
 @dataclass(frozen=True)
@@ -42,25 +48,33 @@ class NetworkSpec:
     size_multiple: int  # input sides must be multiples of this
     # (stride, anchors per cell) of each output map, in output order
     anchor_layout: tuple[tuple[int, int], ...]
-    weights: Path
-    build: Callable[[], nn.Module]
+    weights: Path  # the PyTorch state dict, converted from MediaPipe's .tflite
+    onnx: Path  # the same network as ONNX, uint8 NHWC in (tools/export_onnx.py)
+    torch_class: str  # "module:Class" of the PyTorch network, imported only when torch is asked for
+
+    def build(self) -> Any:
+        """A fresh PyTorch network (random weights): imports torch."""
+        module, name = self.torch_class.split(":")
+        return getattr(importlib.import_module(module), name)()
 
 
 SHORT_RANGE = NetworkSpec(
     "short-range",
-    blazeface.INPUT_SIZE,
+    SHORT_RANGE_INPUT_SIZE,
     16,
-    blazeface.ANCHOR_LAYOUT,
-    blazeface.WEIGHTS_PATH,
-    blazeface.BlazeFace,
+    SHORT_RANGE_ANCHOR_LAYOUT,
+    SHORT_RANGE_WEIGHTS,
+    ASSETS / "blazeface_short_range.onnx",
+    "aletheia.faces.blazeface:BlazeFace",
 )
 FULL_RANGE = NetworkSpec(
     "full-range",
-    full_range.INPUT_SIZE,
-    full_range.SIZE_MULTIPLE,
-    ((full_range.STRIDE, 1),),
-    full_range.WEIGHTS_PATH,
-    full_range.BlazeFaceFullRange,
+    FULL_RANGE_INPUT_SIZE,
+    FULL_RANGE_SIZE_MULTIPLE,
+    ((FULL_RANGE_STRIDE, 1),),
+    FULL_RANGE_WEIGHTS,
+    ASSETS / "blazeface_full_range.onnx",
+    "aletheia.faces.full_range:BlazeFaceFullRange",
 )
 
 
@@ -81,79 +95,19 @@ def grid_anchors(layout: tuple[tuple[int, int], ...], height: int, width: int) -
     return anchors
 
 
-@lru_cache(maxsize=2)
-def shipped_state_dict(spec: NetworkSpec) -> dict[str, torch.Tensor]:
-    return torch.load(spec.weights, map_location="cpu", weights_only=True)
-
-
-def shipped_model(spec: NetworkSpec) -> nn.Module:
-    model = spec.build()
-    model.load_state_dict(shipped_state_dict(spec))
-    return model.eval()
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], as MediaPipe feeds it."""
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-class _Uint8Input(nn.Module):
-    """A network taking the detector's own input, uint8 N x H x W x 3, so ONNX does the normalisation too."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(normalise(images))
-
-
-def onnx_cache_dir() -> Path:
-    """``$ALETHEIA_CACHE/onnx`` if set, else ``~/.cache/aletheia/onnx`` (the classifier's exports live there too)."""
-    env = os.environ.get("ALETHEIA_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "aletheia") / "onnx"
-
-
-@lru_cache(maxsize=4)
 def onnx_path(spec: NetworkSpec) -> Path:
-    """The shipped network as ONNX (uint8 NHWC in; dynamic batch, height, width), exported at most once per weights.
+    """The shipped ONNX file of a network; a clear error if a checkout lacks it."""
+    if not spec.onnx.is_file():
+        raise FileNotFoundError(
+            f"{spec.onnx} is missing: write it with `python tools/export_onnx.py` (needs torch), "
+            "or use the torch backend"
+        )
+    return spec.onnx
 
-    Named by a SHA-256 of the weights; written atomically, so concurrent processes at worst export twice, never
-    read half a file.
-    """
-    digest = hashlib.sha256(f"blazeface-{spec.name}|v{_EXPORT_VERSION}|opset{ONNX_OPSET}".encode())
-    for key, tensor in shipped_state_dict(spec).items():
-        digest.update(f"|{key}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.contiguous().numpy().tobytes())
-    path = onnx_cache_dir() / f"blazeface-{spec.name}-{digest.hexdigest()}.onnx"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    # Batch 2 and a non-square size: tracing at 1 or a square risks a dimension folded into a constant.
-    example = torch.zeros(2, spec.input_size, spec.input_size + 2 * spec.size_multiple, 3, dtype=torch.uint8)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated and chatty
-            torch.onnx.export(
-                _Uint8Input(shipped_model(spec)),
-                (example,),
-                tmp_name,
-                dynamo=False,
-                opset_version=ONNX_OPSET,
-                input_names=["images"],
-                output_names=["regressors", "classificators"],
-                dynamic_axes={
-                    "images": {0: "batch", 1: "height", 2: "width"},
-                    "regressors": {0: "batch", 1: "anchors"},
-                    "classificators": {0: "batch", 1: "anchors"},
-                },
-            )
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
+
+def _device_type(device: Any) -> str:
+    """The device's type ("cpu" for "cpu" or torch.device("cpu"), "cuda" for "cuda:1") without importing torch."""
+    return str(device).split(":")[0]
 
 
 class BlazeFaceNetwork:
@@ -162,22 +116,23 @@ class BlazeFaceNetwork:
     `backend`: "torch", "onnx" (ONNX Runtime, CPU only) or "auto": ONNX on the CPU, torch on other devices.
     """
 
-    def __init__(
-        self, spec: NetworkSpec, device: str | torch.device = "cpu", backend: Backend = "auto"
-    ) -> None:
+    def __init__(self, spec: NetworkSpec, device: Any = "cpu", backend: Backend = "auto") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown BlazeFace backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.spec = spec
-        self.device = torch.device(device)
+        self.device = device
+        on_cpu = _device_type(device) == "cpu"
         if backend == "auto":
-            backend = "onnx" if self.device.type == "cpu" else "torch"
-        if backend == "onnx" and self.device.type != "cpu":
-            raise ValueError(f"the onnx BlazeFace backend runs on the CPU only, not {self.device}")
+            backend = "onnx" if on_cpu else "torch"
+        if backend == "onnx" and not on_cpu:
+            raise ValueError(f"the onnx BlazeFace backend runs on the CPU only, not {device}")
         self.backend: str = backend
-        self.model: nn.Module | None = None
+        self.model = None
         self._session = None
         if backend == "torch":
-            self.model = shipped_model(spec).to(self.device)
+            from aletheia.faces.torch_networks import shipped_model
+
+            self.model = shipped_model(spec).to(device)
         else:
             from aletheia.onnxrt import cpu_session
 
@@ -209,9 +164,9 @@ class BlazeFaceNetwork:
         if self._session is not None:
             regressors, classificators = self._session.run(None, {"images": images})
             return regressors, classificators
-        with torch.inference_mode():
-            regressors, classificators = self.model(normalise(torch.from_numpy(images).to(self.device)))
-        return regressors.cpu().numpy(), classificators.cpu().numpy()
+        from aletheia.faces.torch_networks import run_torch
+
+        return run_torch(self.model, images)
 
     def candidates(self, images: np.ndarray, score_threshold: float) -> list[np.ndarray]:
         """Per image, every anchor's detection scoring at least `score_threshold` (K, 17), in input pixels, before
@@ -247,13 +202,13 @@ def shared_network(spec: NetworkSpec, device: str, backend: str) -> BlazeFaceNet
 class BlazeFaceDetector:
     """The short-range network at its trained input, 128x128: detections as fractions of the input side."""
 
-    INPUT_SIZE = blazeface.INPUT_SIZE
+    INPUT_SIZE = SHORT_RANGE_INPUT_SIZE
 
     def __init__(
         self,
         score_threshold: float = 0.75,
         nms_iou: float = 0.3,
-        device: str | torch.device = "cpu",
+        device: Any = "cpu",
         backend: Backend = "auto",
     ) -> None:
         """`nms_iou` is MediaPipe's min_suppression_threshold: boxes overlapping more than this are merged."""
@@ -261,7 +216,7 @@ class BlazeFaceDetector:
         self.nms_iou = nms_iou
         self.network = BlazeFaceNetwork(SHORT_RANGE, device, backend)
         self.backend = self.network.backend
-        self.anchors = blazeface.generate_anchors(self.INPUT_SIZE)
+        self.anchors = generate_anchors(self.INPUT_SIZE)
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         size = self.INPUT_SIZE
@@ -280,7 +235,7 @@ class BlazeFaceDetector:
         if len(images) == 0:
             return []
         regressors, classificators = self.raw_outputs(images)
-        return blazeface.postprocess(
+        return postprocess(
             regressors, classificators, self.anchors, self.score_threshold, self.nms_iou, self.INPUT_SIZE
         )
 
