@@ -17,7 +17,14 @@ import numpy as np
 from aletheia.faces.extract import FACE_POLICIES, crop_face
 from aletheia.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 
-__all__ = ["Preprocessing", "PreprocessingError", "apply_stored", "check_face_policy", "normalise"]
+__all__ = [
+    "Preprocessing",
+    "PreprocessingError",
+    "apply_stored",
+    "check_face_policy",
+    "normalise",
+    "training_preprocessing",
+]
 
 
 class PreprocessingError(ValueError):
@@ -121,3 +128,18 @@ def check_face_policy(config: ModelConfig, face_policy: str | None) -> str:
         stacklevel=3,
     )
     return face_policy
+
+
+def training_preprocessing(config: ModelConfig, face_policies, crop_sizes) -> Preprocessing:
+    """The preprocessing a model is trained with, to store in its checkpoints: the model's normalisation and input
+    size, the face policy its training crops were cut with (when they agree on one). Crops cut at another size than
+    the model's input are resized on the way in, a difference worth a warning."""
+    policies, sizes = set(map(str, face_policies)), set(map(int, crop_sizes))
+    policy = policies.pop() if len(policies) == 1 else config.face_policy
+    if sizes - {config.input_size}:
+        warnings.warn(
+            f"training crops were cut at {sorted(sizes)} px, {config.name} takes {config.input_size} px",
+            UserWarning,
+            stacklevel=2,
+        )
+    return replace(config, face_policy=policy).preprocessing
