@@ -165,7 +165,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from aletheia.models.inference import BUNDLED_MODEL as DEFAULT_MODEL
+    from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.serving import load_pipelines, serve
 
     if not args.model and not DEFAULT_MODEL.is_file():
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _scan_settings(args: argparse.Namespace):
     """The detect command's settings, checked; the models load later (here, or on each Dask worker)."""
-    from aletheia.models.inference import BUNDLED_MODEL as DEFAULT_MODEL
+    from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.scan import ScanSettings
 
     if args.model is None and not DEFAULT_MODEL.is_file():

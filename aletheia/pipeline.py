@@ -17,6 +17,7 @@ from aletheia.io import ImageInput, InputError, load_image
 from aletheia.models.config import ModelConfig
 from aletheia.models.inference import open_classifier
 from aletheia.models.preprocessing import check_face_policy
+from aletheia.overlap import default_workers, ordered_map
 from aletheia.results import FaceResult, ImageResult
 
 
@@ -84,16 +85,31 @@ class DeepfakeDetectorPipeline:
         return pending.result
 
     def predict_many(
-        self, sources: Iterable[str | Path], *, assume_face: bool = False
+        self, sources: Iterable[str | Path], *, assume_face: bool = False, workers: int | None = None
     ) -> Iterator[ImageResult]:
-        """Score many image files, yielding one result per input in order; a bad file yields an error result."""
+        """Score many image files, yielding one result per input in order; a bad file yields an error result.
+
+        Photos are decoded and searched for faces by `workers` threads (default: one per CPU, at most 4; 0: all in
+        this thread) while this thread classifies the faces found (aletheia.overlap); the scores do not depend on
+        it. benchmarks/torch_free_detect.py measures it against workers=0.
+        """
+
+        def detect(source: str | Path) -> _Pending:
+            try:
+                return self._detect(load_image(source), str(source), assume_face)
+            except InputError as exc:
+                return _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+
+        workers = default_workers() if workers is None else workers
+        # Photos in flight are decoded one at a time per thread; found faces (crops only) wait for a whole batch.
+        detected = (
+            ordered_map(detect, sources, workers, ahead=workers + self.batch_size)
+            if workers
+            else map(detect, sources)
+        )
         waiting: list[_Pending] = []
         waiting_faces = 0
-        for source in sources:
-            try:
-                pending = self._detect(load_image(source), str(source), assume_face)
-            except InputError as exc:
-                pending = _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+        for pending in detected:
             waiting.append(pending)
             waiting_faces += len(pending.crops)
             if waiting_faces >= self.batch_size:

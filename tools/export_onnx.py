@@ -58,8 +58,12 @@ def export_classifier(checkpoint: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="export this checkpoint only (default: the shipped files)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="export this checkpoint only (default: the shipped files)"
+    )
     args = parser.parse_args()
     if args.checkpoint:
         export_classifier(args.checkpoint)

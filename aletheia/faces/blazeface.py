@@ -33,6 +33,9 @@ from aletheia.faces.detections import SHORT_RANGE_INPUT_SIZE as INPUT_SIZE
 from aletheia.faces.detections import SHORT_RANGE_NUM_ANCHORS as NUM_ANCHORS
 from aletheia.faces.detections import SHORT_RANGE_WEIGHTS as WEIGHTS_PATH
 
+__all__ = ["ANCHOR_LAYOUT", "INPUT_SIZE", "NUM_ANCHORS", "NUM_KEYPOINTS", "WEIGHTS_PATH", "BlazeFace", "decode",
+           "generate_anchors", "iou", "pad_same", "postprocess", "weighted_nms"]  # fmt: skip
+
 
 def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """Pad like TFLite 'SAME' for sizes divisible by `stride` (all the detectors are fed): any odd pixel goes to

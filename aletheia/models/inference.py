@@ -226,9 +226,8 @@ def exported_model(checkpoint: str | os.PathLike[str], warn_if_stale: bool = Tru
         return None
     metadata = json.loads(sidecar.read_text(encoding="utf-8"))
     stat = checkpoint.stat()
-    if (
-        metadata.get("format") != EXPORT_FORMAT
-        or metadata.get("source_sha256") != _checkpoint_sha256(str(checkpoint), stat.st_size, stat.st_mtime_ns)
+    if metadata.get("format") != EXPORT_FORMAT or metadata.get("source_sha256") != _checkpoint_sha256(
+        str(checkpoint), stat.st_size, stat.st_mtime_ns
     ):
         if warn_if_stale:
             warnings.warn(
@@ -260,15 +259,18 @@ def open_classifier(
         backend = "onnx" if on_cpu else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    checkpoint = model_checkpoint if model_checkpoint is not None else None if model_name else BUNDLED_MODEL
+    from aletheia.models import loader  # its DEFAULT_MODEL, looked up now (tests point it elsewhere)
+
+    checkpoint = model_checkpoint if model_checkpoint is not None else None if model_name else loader.DEFAULT_MODEL
     if backend != "torch" and on_cpu and checkpoint is not None:
         exported = exported_model(Path(checkpoint).expanduser())
-        if exported is not None and (model_name is None or model_name.lower() == exported.config.name.lower()):
+        if exported is not None and (
+            model_name is None or model_name.lower() == exported.config.name.lower()
+        ):
             return exported.classifier(backend), exported.config, Path(checkpoint).name
-    from aletheia.models.loader import load_classifier
     from aletheia.models.runtime import TorchClassifier, compile_classifier
 
-    model, config, label = load_classifier(model_name, model_checkpoint, device=device)
+    model, config, label = loader.load_classifier(model_name, model_checkpoint, device=device)
     if backend == "torch":
         return TorchClassifier(model, config, device), config, label
     return compile_classifier(model, config, backend), config, label

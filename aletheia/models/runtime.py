@@ -190,7 +190,9 @@ def compile_classifier(
     return OpenVinoClassifier(path, config)
 
 
-def export_checkpoint(model: nn.Module, config: ModelConfig, checkpoint: str | os.PathLike[str]) -> tuple[Path, Path]:
+def export_checkpoint(
+    model: nn.Module, config: ModelConfig, checkpoint: str | os.PathLike[str]
+) -> tuple[Path, Path]:
     """Write `checkpoint`'s export beside it: the ONNX file (with attention when the model has it) and the sidecar
     with everything needed to run it without torch (`config` as loaded: calibration and preprocessing included)
     and the checkpoint's SHA-256, so an export left behind by newer weights is known to be stale."""

@@ -25,7 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ASTRONAUT = REPO_ROOT / "examples" / "astronaut.jpg"
 TOL = 1e-4  # the bound for "the same scores"
 
-pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="no default model bundled in this checkout")
+pytestmark = pytest.mark.skipif(
+    not BUNDLED_MODEL.is_file(), reason="no default model bundled in this checkout"
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,9 @@ def test_shipped_files_exist_and_the_classifier_export_is_current(torch_model) -
     onnx, sidecar = export_paths(BUNDLED_MODEL)
     assert onnx.is_file() and sidecar.is_file(), "run python tools/export_onnx.py"
     metadata = json.loads(sidecar.read_text())
-    assert metadata["source_sha256"] == sha256_file(BUNDLED_MODEL), "stale export: run python tools/export_onnx.py"
+    assert metadata["source_sha256"] == sha256_file(BUNDLED_MODEL), (
+        "stale export: run python tools/export_onnx.py"
+    )
     assert metadata["onnx_sha256"] == sha256_file(onnx)
     exported = exported_model(BUNDLED_MODEL)
     assert exported is not None
@@ -111,7 +115,9 @@ def test_normalise_is_the_training_normalisation_bit_for_bit() -> None:
     from aletheia.data.augment import to_tensor
 
     crops = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
-    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0  # how inference normalised before, in torch
+    x = (
+        torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+    )  # how inference normalised before, in torch
     for mean, std in (((127 / 255,) * 3, (128 / 255,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
         before = ((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).numpy()
         assert np.array_equal(normalise(crops, mean, std), before)
