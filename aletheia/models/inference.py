@@ -261,7 +261,9 @@ def open_classifier(
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     from aletheia.models import loader  # its DEFAULT_MODEL, looked up now (tests point it elsewhere)
 
-    checkpoint = model_checkpoint if model_checkpoint is not None else None if model_name else loader.DEFAULT_MODEL
+    checkpoint = (
+        model_checkpoint if model_checkpoint is not None else None if model_name else loader.DEFAULT_MODEL
+    )
     if backend != "torch" and on_cpu and checkpoint is not None:
         exported = exported_model(Path(checkpoint).expanduser())
         if exported is not None and (
