@@ -25,6 +25,11 @@ NO_MODEL_HELP = (
 )
 
 
+# Top-level modules of the `train` extra (pyproject.toml): a command that needs one says how to install it.
+TRAINING_EXTRAS = frozenset({"torch", "efficientnet_pytorch", "efficientnet_lite_pytorch", "albumentations", "mlrun",
+                             "dask", "distributed", "matplotlib", "sklearn", "scipy", "onnx", "openvino"})  # fmt: skip
+
+
 class UsageError(Exception):
     """A mistake in how the command was called (exit status 2)."""
 
@@ -458,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as exc:
         print(f"aletheia {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAINING_EXTRAS:
+            raise
+        print(f"aletheia {args.command}: error: this needs {exc.name}, part of the training extras: "
+              'pip install "aletheia[train]" (detection on a CPU with the bundled model needs none)', file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -34,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 EXAMPLE = ROOT / "examples" / "astronaut.jpg"
 # The distributions `aletheia detect` and `aletheia serve` need: pyproject's dependencies (without the extras).
-RUNTIME = ["numpy", "opencv-python-headless", "onnxruntime", "pillow", "av", "tqdm", "pyyaml", "pydantic",
-           "fastapi", "uvicorn", "python-multipart", "gradio", "gradio-client"]  # fmt: skip
+RUNTIME = [
+    re.split(r"[ ;<>=!~\[(]", requirement, maxsplit=1)[0]
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+]
 
 
 # `aletheia detect PHOTO` as the console script runs it, then whether torch was imported.
