@@ -25,6 +25,11 @@ NO_MODEL_HELP = (
 )
 
 
+# Top-level modules of the `train` extra (pyproject.toml): a command that needs one says how to install it.
+TRAINING_EXTRAS = frozenset({"torch", "efficientnet_pytorch", "efficientnet_lite_pytorch", "albumentations", "mlrun",
+                             "dask", "distributed", "matplotlib", "sklearn", "scipy", "onnx", "openvino"})  # fmt: skip
+
+
 class UsageError(Exception):
     """A mistake in how the command was called (exit status 2)."""
 
@@ -165,26 +170,31 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import torch
-
-    from aletheia.models.checkpoints import CheckpointError
     from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.serving import load_pipelines, serve
 
     if not args.model and not DEFAULT_MODEL.is_file():
         raise UsageError(NO_MODEL_HELP)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     try:
         pipelines = load_pipelines(args.model or [], arch=args.arch, device=args.device)
-    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
         raise UsageError(str(exc).strip("'\"")) from exc
     serve(pipelines, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20))
     return EXIT_OK
+
+
+def _check_device(device: str) -> None:
+    """A CUDA device must exist; torch is imported only to ask (on the CPU detection needs no torch)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
 
 
 def _usage_errors(handler):
@@ -221,15 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _scan_settings(args: argparse.Namespace):
     """The detect command's settings, checked; the models load later (here, or on each Dask worker)."""
-    import torch
-
     from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.scan import ScanSettings
 
     if args.model is None and not DEFAULT_MODEL.is_file():
         raise UsageError(NO_MODEL_HELP)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1:
@@ -267,10 +274,9 @@ def _scan_settings(args: argparse.Namespace):
 def _models_ready(settings, dask: str | None) -> Iterator[dict]:
     """Loads the models (here, or on every worker of the cluster) before any output is touched: a model that cannot
     load is a usage error and leaves no file behind. Yields run_scan's `detectors=` or `client=`."""
-    from aletheia.models.checkpoints import CheckpointError
     from aletheia.scan import build_detectors
 
-    loading = (CheckpointError, KeyError, ValueError, FileNotFoundError)
+    loading = (KeyError, ValueError, FileNotFoundError)  # CheckpointError is a ValueError; imported, it needs torch
     if not dask:
         try:
             detectors = build_detectors(settings)
@@ -414,7 +420,7 @@ def _run_faces(args: argparse.Namespace) -> int:
 
 
 def _run_weights_list(args: argparse.Namespace) -> int:
-    from aletheia.models.checkpoints import PUBLISHED_WEIGHTS, cached_weights_path
+    from aletheia.models.published import PUBLISHED_WEIGHTS, cached_weights_path
 
     print(f"{'name':<32} {'architecture':<24} {'trained on':<10} cached")
     for name, entry in PUBLISHED_WEIGHTS.items():
@@ -424,7 +430,7 @@ def _run_weights_list(args: argparse.Namespace) -> int:
 
 
 def _run_weights_download(args: argparse.Namespace) -> int:
-    from aletheia.models.checkpoints import PUBLISHED_WEIGHTS, ChecksumError, download_weights
+    from aletheia.models.published import PUBLISHED_WEIGHTS, ChecksumError, download_weights
 
     unknown = [n for n in args.names if n not in PUBLISHED_WEIGHTS]
     if unknown:
@@ -457,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as exc:
         print(f"aletheia {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAINING_EXTRAS:
+            raise
+        print(f"aletheia {args.command}: error: this needs {exc.name}, part of the training extras: "
+              'pip install "aletheia[train]" (detection on a CPU with the bundled model needs none)', file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

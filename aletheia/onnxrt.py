@@ -1,22 +1,49 @@
-"""One way to open an ONNX Runtime session on the CPU, shared by the face detector and the classifier."""
+"""One way to open an ONNX Runtime session on the CPU, shared by the face detector and the classifier.
+
+Imports no torch: detection on a CPU runs on ONNX Runtime, NumPy and OpenCV alone.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+_num_threads: int | None = None
+
+
+def set_num_threads(count: int | None) -> None:
+    """Threads for every session opened afterwards (and for torch, if it is loaded); None: the default."""
+    global _num_threads
+    _num_threads = count or None
+    if count and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+
+
+def default_num_threads() -> int:
+    """The thread count sessions use unless told: `set_num_threads`, else torch's own setting when torch is loaded
+    (a process tuned for torch, such as tests or training, is not oversubscribed), else OMP_NUM_THREADS, else 0
+    (ONNX Runtime's choice: one per physical core)."""
+    if _num_threads:
+        return _num_threads
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
 
 
 def cpu_session(path: str | Path, num_threads: int | None = None):
-    """An InferenceSession with all graph optimisations, torch's thread count, and no idle spinning.
+    """An InferenceSession with all graph optimisations, the process's thread count, and no idle spinning.
 
     ORT's worker threads spin for a while after each run by default; with two sessions in one process (BlazeFace,
     then the classifier) the first one's spinning threads took the cores from the second and doubled its time.
     """
     import onnxruntime as ort
-    import torch
 
     options = ort.SessionOptions()
-    # Follow torch's thread setting so a process tuned for torch (tests, servers) is not oversubscribed.
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    options.intra_op_num_threads = num_threads or default_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

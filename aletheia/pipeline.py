@@ -7,17 +7,17 @@ the classifier in one batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aletheia.faces.extract import FaceDetector, FacePolicy, crop_face
 from aletheia.io import ImageInput, InputError, load_image
-from aletheia.models.loader import load_classifier
-from aletheia.models.registry import ModelConfig
-from aletheia.models.runtime import compile_classifier
+from aletheia.models.config import ModelConfig
+from aletheia.models.inference import open_classifier
+from aletheia.models.preprocessing import check_face_policy
+from aletheia.overlap import default_workers, ordered_map
 from aletheia.results import FaceResult, ImageResult
 
 
@@ -34,7 +34,9 @@ class DeepfakeDetectorPipeline:
 
     `model_name` is a registered architecture or a published-weights name; `model_checkpoint` a weights file
     (its architecture is read from its keys unless `model_name` names it). `backend` runs the classifier in
-    `torch`, `onnx` (ONNX Runtime) or `openvino`; `auto` picks ONNX Runtime on a CPU and torch on a GPU.
+    `torch`, `onnx` (ONNX Runtime) or `openvino`; `auto` picks ONNX Runtime on a CPU and torch on a GPU. On a CPU
+    the bundled model runs from its shipped ONNX file and nothing imports torch; a user's .pth needs torch to load.
+    `face_policy` defaults to the one the model was trained with (asking for another is allowed, with a warning).
     """
 
     def __init__(
@@ -44,26 +46,24 @@ class DeepfakeDetectorPipeline:
         device: str = "cpu",
         *,
         threshold: float | None = None,
-        face_policy: FacePolicy = "scale",
+        face_policy: FacePolicy | None = None,
         batch_size: int = 32,
         min_face_size: int | None = None,
         backend: str = "auto",
     ) -> None:
-        self.device = torch.device(device)
-        model, self.config, self.model_label = load_classifier(
-            model_name, model_checkpoint, device=self.device
-        )
+        self.device = device
         # ONNX Runtime is 2.5-7x faster than eager torch on a CPU, with the same scores (tests/models/test_runtime.py).
-        self.backend = ("onnx" if self.device.type == "cpu" else "torch") if backend == "auto" else backend
-        self.classifier = compile_classifier(model, self.config, self.backend)
+        self.classifier, self.config, self.model_label = open_classifier(
+            model_name, model_checkpoint, device, backend
+        )
+        self.backend = self.classifier.backend
         self.threshold = float(self.config.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
-        self.face_policy = face_policy
+        self.face_policy = check_face_policy(self.config, face_policy)
+        self.preprocessing = replace(self.config, face_policy=self.face_policy).preprocessing
         self.batch_size = max(1, int(batch_size))
         self.detector = FaceDetector(min_face_size=min_face_size, device=device)
-        self._mean = torch.tensor(self.config.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.config.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -85,16 +85,31 @@ class DeepfakeDetectorPipeline:
         return pending.result
 
     def predict_many(
-        self, sources: Iterable[str | Path], *, assume_face: bool = False
+        self, sources: Iterable[str | Path], *, assume_face: bool = False, workers: int | None = None
     ) -> Iterator[ImageResult]:
-        """Score many image files, yielding one result per input in order; a bad file yields an error result."""
+        """Score many image files, yielding one result per input in order; a bad file yields an error result.
+
+        Photos are decoded and searched for faces by `workers` threads (default: one per CPU, at most 4; 0: all in
+        this thread) while this thread classifies the faces found (aletheia.overlap); the scores do not depend on
+        it. benchmarks/torch_free_detect.py measures it against workers=0.
+        """
+
+        def detect(source: str | Path) -> _Pending:
+            try:
+                return self._detect(load_image(source), str(source), assume_face)
+            except InputError as exc:
+                return _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+
+        workers = default_workers() if workers is None else workers
+        # Photos in flight are decoded one at a time per thread; found faces (crops only) wait for a whole batch.
+        detected = (
+            ordered_map(detect, sources, workers, ahead=workers + self.batch_size)
+            if workers
+            else map(detect, sources)
+        )
         waiting: list[_Pending] = []
         waiting_faces = 0
-        for source in sources:
-            try:
-                pending = self._detect(load_image(source), str(source), assume_face)
-            except InputError as exc:
-                pending = _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+        for pending in detected:
             waiting.append(pending)
             waiting_faces += len(pending.crops)
             if waiting_faces >= self.batch_size:
@@ -107,7 +122,7 @@ class DeepfakeDetectorPipeline:
 
     def crop_face(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """One face cut as this model's classifier expects it: face policy, input size and the model's crop margin."""
-        return crop_face(image, box, self.face_policy, self.config.input_size, self.config.crop_margin)
+        return self.preprocessing.crop(image, box)
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Fake probabilities for face crops (n, size, size, 3) RGB uint8, already cut with `crop_face`."""
@@ -178,19 +193,16 @@ class DeepfakeDetectorPipeline:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(overall logits (n,), per-kind logits (n, len(kinds)), attention maps or None), all from one pass."""
         logits, kind_logits, maps = [], [], []
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                batch = torch.from_numpy(crops[start : start + self.batch_size]).to(torch.float32)
-                batch = (batch.permute(0, 3, 1, 2) / 255.0 - self._mean) / self._std
-                batch = batch.to(self.device)
-                if return_attention and self.config.has_attention:
-                    batch_logits, batch_maps = self.classifier.forward_with_attention(batch)
-                    maps.append(batch_maps[:, 0].float().cpu().numpy())
-                else:
-                    batch_logits = self.classifier(batch)
-                batch_logits = batch_logits.float().cpu().numpy().reshape(len(batch), -1) / self.config.temperature
-                logits.append(batch_logits[:, 0])
-                kind_logits.append(batch_logits[:, 1:])
+        for start in range(0, len(crops), self.batch_size):
+            batch = self.preprocessing.normalise(crops[start : start + self.batch_size])
+            batch_logits, batch_maps = self.classifier.infer(
+                batch, with_attention=return_attention and self.config.has_attention
+            )
+            if batch_maps is not None:
+                maps.append(batch_maps[:, 0].astype(np.float32))
+            batch_logits = batch_logits.astype(np.float32).reshape(len(batch), -1) / self.config.temperature
+            logits.append(batch_logits[:, 0])
+            kind_logits.append(batch_logits[:, 1:])
         attention = np.concatenate(maps) if maps else None
         if not logits:
             return np.zeros(0), np.zeros((0, len(self.kinds))), attention

@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   export NO_ALBUMENTATIONS_UPDATE=1
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -e ".[train,dev]"
   .venv/bin/python -m pip check
   echo "$want" > "$stamp"
 fi

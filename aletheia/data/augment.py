@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from aletheia.models.preprocessing import normalise  # noqa: E402
+
 
 def training_augmentation(strength: float = 1.0, equalise_quality: bool = False) -> A.Compose:
     """Flip; brightness/contrast or hue/saturation/value; ISO or Gaussian noise; downscale 0.7-0.9; JPEG 50-99.
@@ -54,9 +56,8 @@ def training_augmentation(strength: float = 1.0, equalise_quality: bool = False)
 
 
 def to_tensor(crops: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """(n, h, w, 3) uint8 RGB -> normalised float (n, 3, h, w), as the pipeline normalises at inference."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    """(n, h, w, 3) uint8 RGB -> normalised float (n, 3, h, w): the pipeline's own normalisation (one owner)."""
+    return torch.from_numpy(normalise(crops, mean, std))
 
 
 def preview_grid(

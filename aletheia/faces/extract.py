@@ -1,11 +1,19 @@
 """Find faces in images of any size and cut them out the same way for inference and training.
 
-BlazeFace (short range) sees a 128x128 input and finds faces from about a sixth of that input up to nearly all of it.
-To find small faces in large photos we run it on a pyramid of square tiles: the whole image, then tiles half as
-large with 50% overlap, and so on down to the tile size at which the smallest wanted face is still big enough.
-The 50% overlap means every face no larger than half a tile lies wholly inside some tile, so detections that touch
-an inner tile border (cut faces) can be dropped; the rest are mapped back to original pixels and merged with
-weighted NMS across tiles and levels.
+BlazeFace's body is convolutional, so the face search runs it once per scale over the whole downscaled image, its
+anchors laid on the larger grid (aletheia.faces.networks), instead of on overlapping 128 px tiles:
+
+* short range (finds faces of 16-96 px at its scale) on a pyramid of whole-image levels a factor 3 apart, from
+  the scale that makes the smallest wanted face 16 px down to the image's longer side at 128 px. Each level but
+  the coarsest keeps only faces under 72 px: larger ones belong to a coarser level, where they are whole and in
+  range (close-ups otherwise yield parts of a face as faces);
+* the zoomed-out level: the whole image in 1/1.6 of a 128 px input, for close-ups and pre-cropped faces larger
+  than the short-range model's biggest anchors;
+* full range (192 px, finds faces of 12-128 px) at the longer side 192 and 384 with a black border of 1/8 all
+  round: it scores faces cut by the frame edge and blurred or turned faces the short-range model misses. Its faces
+  are added only where the short-range model found none, so found faces keep the short-range framing.
+
+Detections are merged with MediaPipe's weighted NMS; a box lying mostly inside a face twice its size is dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from aletheia.faces.blazeface import BlazeFaceDetector, weighted_nms
+from aletheia.faces.detections import iou, weighted_nms
+from aletheia.faces.networks import FULL_RANGE, SHORT_RANGE, BlazeFaceNetwork, NetworkSpec, shared_network
 
 FacePolicy = Literal["scale", "tight"]
 FACE_POLICIES: tuple[str, ...] = ("scale", "tight")
@@ -29,14 +38,20 @@ KEYPOINT_NAMES = (
     "left_ear_tragion",
 )
 
-# Smallest face, as a fraction of BlazeFace's 128 px input, that it finds reliably (measured: see benchmarks/).
-_MIN_FACE_FRACTION = 0.18
-# A detection closer than this (fraction of the tile) to an inner tile border is taken as a cut face.
-_BORDER_FRACTION = 0.01
-# The zoomed-out first level: the image fills 1/_ZOOM_OUT of the input side.
+# Smallest face (box width, input pixels) the short-range model finds reliably; the finest level makes the
+# smallest wanted face this large (measured on faces pasted at every size: all found from 16 px, none at 14).
+_MIN_FACE_PX = 16.0
+# Faces at least this large (level pixels) are left to the next coarser level (the model is sure up to ~96).
+_MAX_FACE_PX = 72.0
+# Scale between pyramid levels: a 72 px face at one level is 24 px at the next, well inside the model's range.
+_LEVEL_RATIO = 3.0
+# The zoomed-out level: the image fills 1/_ZOOM_OUT of the input side.
 _ZOOM_OUT = 1.6
-# Tiles are never smaller than this many original pixels (at most 4x upscaling: tinier faces hold too little detail).
-_MIN_TILE_SIDE = 32
+# Never magnify more than this (tinier faces hold too little detail).
+_MAX_UPSCALE = 4.0
+# Full-range levels (longer side, input pixels) and their black border (fraction of the side, each way).
+_FULL_RANGE_SIDES = (192, 384)
+_FULL_RANGE_BORDER = 0.125
 
 
 @dataclass
@@ -57,47 +72,51 @@ class Face:
 
 
 @dataclass(frozen=True)
-class _Tile:
-    level_scale: float  # pyramid image pixels per original pixel
-    x: int  # top-left corner in pyramid image pixels
-    y: int
-    touches_left: bool
-    touches_top: bool
-    touches_right: bool
-    touches_bottom: bool
+class Level:
+    """One pass of a network over the whole image, resized by `scale` and framed with a black `border`."""
+
+    spec: NetworkSpec
+    scale: float  # level pixels per original pixel
+    border: int = 0  # black pixels added on every side
+    canvas: int | None = None  # a fixed square input with the image at its top-left (the zoomed-out level)
+    max_face: float = float("inf")  # faces this wide (level pixels) or wider are left to a coarser level
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the network input: the resized image plus borders, up to a multiple of the model's."""
+        if self.canvas:
+            return self.canvas, self.canvas
+        multiple = self.spec.size_multiple
+        h, w = _resized(height, width, self.scale)
+        return tuple(-(-(side + 2 * self.border) // multiple) * multiple for side in (h, w))  # type: ignore[return-value]
 
 
 @dataclass
 class FaceDetector:
-    """BlazeFace over a tile pyramid. `min_face_size` (original pixels) sets how deep the pyramid goes.
+    """BlazeFace over whole-image levels. `min_face_size` (original pixels) sets the finest level.
 
     With `min_face_size=None` it is chosen per image as 2% of the longer side but at least 40 px (6% of it in
-    images under 500 px): faces of 80 px are found in a 4000x3000 photo without tiling a phone snapshot into
-    hundreds of pieces, and thumbnails are searched down to faces of a few pixels. `min_face_fraction` instead sets
-    it per image as that share of the longer side, for datasets of pre-cropped faces: a 200-px face crop is
-    otherwise searched with 89 tiles for faces down to 36 px. On the development data 0.25 prepared 13x faster and
-    cut 14,320 of its 14,327 training faces byte for byte as the adaptive search did (it skips small second faces);
-    faces in whole photos and video frames are smaller than that, so leave it unset for them.
+    images under 500 px): faces of 80 px are found in a 4000x3000 photo without searching a phone snapshot at full
+    resolution, and thumbnails are searched down to faces of a few pixels. `min_face_fraction` instead sets it per
+    image as that share of the longer side, for datasets of pre-cropped faces (0.25: a 200 px face crop is searched
+    at 128 px only, and its face is cut exactly as the adaptive search cuts it); faces in whole photos and video
+    frames are smaller than that, so leave it unset for them.
     """
 
     min_face_size: int | None = None
     min_face_fraction: float | None = None
-    score_threshold: float = 0.75
+    score_threshold: float = 0.75  # short range
+    full_range_threshold: float = 0.45  # full range: its scores run lower for the same faces
     nms_iou: float = 0.3
     device: str = "cpu"
-    batch_size: int = 64
-    backend: str = "auto"  # BlazeFace runtime: ONNX Runtime on a CPU (2-6x faster than torch), torch on a GPU
-    _blazeface: BlazeFaceDetector = field(init=False, repr=False)
+    backend: str = "auto"  # BlazeFace runtime: ONNX Runtime on a CPU, torch on a GPU
+    _short: BlazeFaceNetwork = field(init=False, repr=False)
+    _full: BlazeFaceNetwork = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.min_face_fraction is not None and not 0 < self.min_face_fraction <= 1:
             raise ValueError(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction}")
-        self._blazeface = BlazeFaceDetector(
-            score_threshold=self.score_threshold,
-            nms_iou=self.nms_iou,
-            device=self.device,
-            backend=self.backend,
-        )
+        self._short = shared_network(SHORT_RANGE, str(self.device), self.backend)
+        self._full = shared_network(FULL_RANGE, str(self.device), self.backend)
 
     def _min_face(self, height: int, width: int) -> float:
         if self.min_face_size is not None:
@@ -107,108 +126,90 @@ class FaceDetector:
             return self.min_face_fraction * longest
         return max(0.02 * longest, min(40.0, 0.06 * longest))
 
-    def _tiles(self, height: int, width: int) -> list[tuple[float, list[_Tile]]]:
-        """Pyramid levels (scale, tiles), from the whole image down to the smallest useful tile."""
-        size = BlazeFaceDetector.INPUT_SIZE
+    def levels(self, height: int, width: int) -> list[Level]:
+        """The passes made over an image of this size: zoomed out, the short-range pyramid, full range."""
+        size = SHORT_RANGE.input_size
         longest = max(height, width)
-        smallest_tile = self._min_face(height, width) / _MIN_FACE_FRACTION
-        levels = []
-        # The first level shows the whole image shrunk into part of the input: faces that fill a close-up or a
-        # pre-cropped face image are larger than BlazeFace's biggest anchors and are missed at full size.
-        levels.append(
-            (
-                size / (longest * _ZOOM_OUT),
-                [_Tile(size / (longest * _ZOOM_OUT), 0, 0, True, True, True, True)],
-            )
-        )
-        tile_side = float(longest)  # tile side in original pixels
-        while True:
-            scale = size / tile_side
-            level_h, level_w = max(1, round(height * scale)), max(1, round(width * scale))
-            # Upscaled levels only happen in small images, where tiles are cheap: overlap them more, because
-            # BlazeFace's scores for tiny faces depend on where they fall on its anchor grid.
-            stride = size // 4 if scale > 1 else size // 2
-            tiles = [
-                _Tile(scale, x, y, x == 0, y == 0, x + size >= level_w, y + size >= level_h)
-                for y in _positions(level_h, size, stride)
-                for x in _positions(level_w, size, stride)
-            ]
-            levels.append((scale, tiles))
-            # Halve the tile while the image is being shrunk; once it would be enlarged, step more finely, since
-            # upscaled tiny faces are found only at some magnifications.
-            tile_side /= 2 if tile_side >= 2 * size else 1.25
-            # Stop when the next level would only look for faces smaller than wanted, or would upscale the image.
-            if tile_side < smallest_tile or tile_side < _MIN_TILE_SIDE:
-                break
+        levels = [Level(SHORT_RANGE, size / (longest * _ZOOM_OUT), canvas=size)]
+        finest = longest * min(_MIN_FACE_PX / self._min_face(height, width), _MAX_UPSCALE)
+        sides = [max(finest, size)]
+        while sides[-1] / _LEVEL_RATIO > size:
+            sides.append(sides[-1] / _LEVEL_RATIO)
+        if sides[-1] > size:
+            sides.append(size)
+        levels += [
+            Level(SHORT_RANGE, side / longest, max_face=_MAX_FACE_PX if side > size else float("inf"))
+            for side in sides
+        ]
+        levels += [
+            Level(FULL_RANGE, side / longest, border=round(side * _FULL_RANGE_BORDER))
+            for side in _FULL_RANGE_SIDES
+            # Searches for large faces only (pre-cropped faces) stop at the first.
+            if side == _FULL_RANGE_SIDES[0] or side <= 1.5 * sides[0]
+        ]
         return levels
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 image, in original pixels, best first."""
         height, width = image.shape[:2]
-        size = BlazeFaceDetector.INPUT_SIZE
-        crops, tiles = [], []
-        for scale, level_tiles in self._tiles(height, width):
-            level_w, level_h = max(1, round(width * scale)), max(1, round(height * scale))
-            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-            level = cv2.resize(image, (level_w, level_h), interpolation=interpolation)
-            # Pad to at least one tile; black padding is what MediaPipe's letterboxing adds too.
-            level = cv2.copyMakeBorder(
-                level, 0, max(0, size - level_h), 0, max(0, size - level_w), cv2.BORDER_CONSTANT, value=0
-            )
-            for tile in level_tiles:
-                crops.append(level[tile.y : tile.y + size, tile.x : tile.x + size])
-                tiles.append(tile)
-        detections = []
-        for start in range(0, len(crops), self.batch_size):
-            batch = np.stack(crops[start : start + self.batch_size])
-            for tile, found in zip(
-                tiles[start : start + self.batch_size], self._blazeface.detect(batch), strict=True
-            ):
-                kept = _drop_cut_faces(found, tile)
-                if len(kept):
-                    detections.append(_to_original_pixels(kept, tile, size))
-        if not detections:
-            return []
-        merged = weighted_nms(np.concatenate(detections), self.nms_iou)
+        found: dict[str, list[np.ndarray]] = {SHORT_RANGE.name: [], FULL_RANGE.name: []}
+        for level in self.levels(height, width):
+            short = level.spec is SHORT_RANGE
+            network = self._short if short else self._full
+            threshold = self.score_threshold if short else self.full_range_threshold
+            (detections,) = network.detect(_level_input(image, level)[None], threshold, self.nms_iou)
+            detections = detections[detections[:, 2] - detections[:, 0] < level.max_face]
+            found[level.spec.name].append(_to_original_pixels(detections, level))
+        short = _merge(found[SHORT_RANGE.name], self.nms_iou)
+        full = _merge(found[FULL_RANGE.name], self.nms_iou)
+        # Full-range faces only where the short-range model saw none: found faces keep today's framing.
+        full = full[[not len(short) or iou(row, short).max() <= self.nms_iou for row in full]]
+        merged = _drop_faces_inside_faces(np.concatenate([short, full]))
+        merged = merged[np.argsort(-merged[:, 16], kind="stable")]
         return [
             Face(box=row[:4].copy(), keypoints=row[4:16].reshape(6, 2).copy(), detection_score=float(row[16]))
             for row in merged
         ]
 
 
-def _positions(length: int, size: int, stride: int) -> list[int]:
-    """Tile origins along one axis, `stride` apart, the last one flush with the end."""
-    if length <= size:
-        return [0]
-    positions = list(range(0, length - size, stride))
-    positions.append(length - size)
-    return positions
+def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _drop_cut_faces(detections: np.ndarray, tile: _Tile) -> np.ndarray:
-    """Remove detections that touch a tile border lying inside the image: another tile holds that face whole."""
-    if not len(detections):
-        return detections
-    edge = _BORDER_FRACTION
-    x0, y0, x1, y1 = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
-    cut = np.zeros(len(detections), dtype=bool)
-    if not tile.touches_left:
-        cut |= x0 <= edge
-    if not tile.touches_top:
-        cut |= y0 <= edge
-    if not tile.touches_right:
-        cut |= x1 >= 1 - edge
-    if not tile.touches_bottom:
-        cut |= y1 >= 1 - edge
-    return detections[~cut]
-
-
-def _to_original_pixels(detections: np.ndarray, tile: _Tile, size: int) -> np.ndarray:
-    out = detections.copy()
-    coords = out[:, :16]
-    coords[:, 0::2] = (coords[:, 0::2] * size + tile.x) / tile.level_scale
-    coords[:, 1::2] = (coords[:, 1::2] * size + tile.y) / tile.level_scale
+def _level_input(image: np.ndarray, level: Level) -> np.ndarray:
+    """The image resized for the level, at (border, border) on a black input of the level's shape."""
+    height, width = image.shape[:2]
+    h, w = _resized(height, width, level.scale)
+    interpolation = cv2.INTER_AREA if level.scale < 1 else cv2.INTER_CUBIC
+    out = np.zeros((*level.input_shape(height, width), 3), np.uint8)
+    b = level.border
+    out[b : b + h, b : b + w] = cv2.resize(image, (w, h), interpolation=interpolation)
     return out
+
+
+def _to_original_pixels(detections: np.ndarray, level: Level) -> np.ndarray:
+    out = detections.copy()
+    out[:, :16] = (out[:, :16] - level.border) / level.scale
+    return out
+
+
+def _merge(parts: list[np.ndarray], nms_iou: float) -> np.ndarray:
+    detections = np.concatenate(parts) if parts else np.zeros((0, 17), np.float32)
+    return weighted_nms(detections, nms_iou)
+
+
+def _drop_faces_inside_faces(detections: np.ndarray) -> np.ndarray:
+    """Drop a box lying mostly (over half its area) inside a box twice as large: a part of a face seen as a face."""
+    if len(detections) < 2:
+        return detections
+    x0, y0, x1, y1 = (detections[:, i] for i in range(4))
+    area = (x1 - x0) * (y1 - y0)
+    keep = np.ones(len(detections), dtype=bool)
+    for i in range(len(detections)):
+        w = np.clip(np.minimum(x1[i], x1) - np.maximum(x0[i], x0), 0, None)
+        h = np.clip(np.minimum(y1[i], y1) - np.maximum(y0[i], y0), 0, None)
+        keep[i] = not np.any((area > 2 * area[i]) & (w * h > 0.5 * area[i]))
+    return detections[keep]
 
 
 def margin_box(box: np.ndarray, margin: float = 0.2) -> np.ndarray:

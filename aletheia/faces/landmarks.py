@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aletheia.faces.blazeface import _pad_same
+from aletheia.faces.blazeface import pad_same as _pad_same
 
 WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "assets" / "landmarks" / "face_landmark.pth"
 INPUT_SIZE = 192

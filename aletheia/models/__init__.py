@@ -1,67 +1,50 @@
-"""Stage 2: authenticity classifiers. Knows nothing of face detection."""
+"""Stage 2: authenticity classifiers. Knows nothing of face detection.
 
-from .checkpoints import (
-    PUBLISHED_WEIGHTS,
-    CheckpointError,
-    ChecksumError,
-    PublishedWeights,
-    UnsupportedArchitectureError,
-    WeightsDownloadError,
-    cached_weights_path,
-    download_weights,
-    infer_architecture,
-    load_checkpoint,
-    load_model,
-    load_state_dict_file,
-    model_from_state_dict,
-    resolve_model,
-)
-from .efficientnet import (
-    EfficientNetAutoAttB4,
-    EfficientNetAutoAttB4ST,
-    EfficientNetAutoAttLite0,
-    EfficientNetB4,
-    EfficientNetB4ST,
-    EfficientNetClassifier,
-    EfficientNetLite0,
-    SiameseTunedClassifier,
-)
-from .registry import (
-    ModelConfig,
-    UnknownModelError,
-    create_model,
-    get_config,
-    list_models,
-    register_model,
-)
+Names load lazily: `aletheia.models.config`, `.preprocessing` and `.inference` (what detection on a CPU needs) import
+no torch, and importing one of them must not drag in the torch modules below (checkpoints, architectures, registry).
+"""
 
-__all__ = [
-    "PUBLISHED_WEIGHTS",
-    "CheckpointError",
-    "ChecksumError",
-    "EfficientNetAutoAttB4",
-    "EfficientNetAutoAttB4ST",
-    "EfficientNetAutoAttLite0",
-    "EfficientNetB4",
-    "EfficientNetB4ST",
-    "EfficientNetClassifier",
-    "EfficientNetLite0",
-    "ModelConfig",
-    "PublishedWeights",
-    "SiameseTunedClassifier",
-    "UnknownModelError",
-    "UnsupportedArchitectureError",
-    "WeightsDownloadError",
-    "cached_weights_path",
-    "create_model",
-    "download_weights",
-    "get_config",
-    "infer_architecture",
-    "list_models",
-    "load_checkpoint",
-    "load_model",
-    "load_state_dict_file",
-    "model_from_state_dict",
-    "register_model",
-    "resolve_model",
-]
+from __future__ import annotations
+
+import importlib
+
+_SOURCES = {
+    "checkpoints": (
+        "CheckpointError",
+        "UnsupportedArchitectureError",
+        "infer_architecture",
+        "load_checkpoint",
+        "load_model",
+        "load_state_dict_file",
+        "model_from_state_dict",
+        "resolve_model",
+    ),
+    "published": (
+        "PUBLISHED_WEIGHTS",
+        "ChecksumError",
+        "PublishedWeights",
+        "WeightsDownloadError",
+        "cached_weights_path",
+        "download_weights",
+    ),
+    "efficientnet": (
+        "EfficientNetAutoAttB4",
+        "EfficientNetAutoAttB4ST",
+        "EfficientNetAutoAttLite0",
+        "EfficientNetB4",
+        "EfficientNetB4ST",
+        "EfficientNetClassifier",
+        "EfficientNetLite0",
+        "SiameseTunedClassifier",
+    ),
+    "config": ("ModelConfig",),
+    "registry": ("UnknownModelError", "create_model", "get_config", "list_models", "register_model"),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,26 +6,18 @@ so detection never reaches the network on its own.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from aletheia.models.config import ModelConfig
+from aletheia.models.inference import BUNDLED_MODEL as DEFAULT_MODEL
+from aletheia.models.preprocessing import apply_stored
 
-from aletheia.models.checkpoints import (
-    PUBLISHED_WEIGHTS,
-    CheckpointError,
-    cached_weights_path,
-    infer_architecture,
-    load_state_dict_file,
-    model_from_state_dict,
-    read_checkpoint,
-)
-from aletheia.models.registry import ModelConfig, get_config, list_models
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-# The model trained by Aletheia's own pipeline, used when no model is named (see its MODEL_CARD.md).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "aletheia-lite0.pth"
 
 
 def is_checkpoint_path(spec: str) -> bool:
@@ -45,6 +37,18 @@ def load_classifier(
     used. A published-weights name alone: the cached download. A bare architecture name is refused: its weights
     would be random.
     """
+    # Here, not at the top: `is_checkpoint_path` and DEFAULT_MODEL are wanted where torch is not.
+    from aletheia.models.checkpoints import (
+        PUBLISHED_WEIGHTS,
+        CheckpointError,
+        cached_weights_path,
+        infer_architecture,
+        load_state_dict_file,
+        model_from_state_dict,
+        read_checkpoint,
+    )
+    from aletheia.models.registry import get_config, list_models
+
     metadata: dict = {}
     if model_checkpoint is None and model_name is None and DEFAULT_MODEL.is_file():
         model_checkpoint = DEFAULT_MODEL
@@ -78,9 +82,7 @@ def load_classifier(
             "no model given: pass a checkpoint file or a published weights name "
             f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
         )
-    config = get_config(name)
-    # A calibrated checkpoint carries its own decision threshold, temperature and crop margin (`aletheia calibrate`).
-    config = replace(config, threshold=float(metadata.get("threshold", config.threshold)),
-                     temperature=float(metadata.get("temperature", config.temperature)),
-                     crop_margin=float(metadata.get("crop_margin", config.crop_margin)))  # fmt: skip
+    # A calibrated checkpoint carries its own decision threshold, temperature and crop margin (`aletheia calibrate`),
+    # a trained one its preprocessing: they win over the architecture's defaults.
+    config = apply_stored(get_config(name), metadata, label)
     return model.to(device), config, label

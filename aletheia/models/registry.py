@@ -6,11 +6,11 @@ same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import nn
 
 from . import efficientnet as effnet
+from .config import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, ModelConfig
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -24,30 +24,6 @@ __all__ = [
     "list_models",
     "register_model",
 ]
-
-# Means/stds are in 0..1 pixel units: normalised = (pixel / 255 - mean) / std.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# EfficientNet-Lite was trained on (x - 127) / 128 with x in 0..255, i.e. mean 127/255 and std 128/255.
-LITE_MEAN: tuple[float, float, float] = (127 / 255,) * 3
-LITE_STD: tuple[float, float, float] = (128 / 255,) * 3
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a caller must know to use a model: square input size, normalisation, default decision threshold."""
-
-    name: str
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    threshold: float = 0.5
-    temperature: float = 1.0  # logits are divided by this before the sigmoid (calibration)
-    crop_margin: float = 0.2  # face-box margin that frames faces as in the model's training crops
-    has_attention: bool = False
-    kinds: tuple[str, ...] = ()  # models scoring each kind of fake: logits [N, 1 + K] (see efficientnet.py)
-    description: str = ""
-
 
 ModelBuilder = Callable[..., nn.Module]
 

@@ -1,9 +1,11 @@
-"""Faster CPU inference for the classifiers: the same call interface on ONNX Runtime or OpenVINO.
+"""Faster CPU inference for torch classifiers: exported to ONNX, run on ONNX Runtime or OpenVINO.
 
-``compile_classifier(model, config, backend)`` returns something the pipeline can use like the torch module:
+``compile_classifier(model, config, backend)`` returns something usable like the torch module:
 ``clf(batch) -> logits [N, 1]`` (a torch tensor), ``clf.forward_with_attention(batch) -> (logits, attention)``,
-``clf.config`` and ``clf.has_attention``. The ONNX file is exported once and cached under a SHA-256 of the
-weights, the architecture name and the input size, so restarts only pay for loading it.
+``clf.config`` and ``clf.has_attention``; exported ones also answer ``infer`` on numpy (aletheia.models.inference).
+The ONNX file is exported once and cached under a SHA-256 of the weights, the architecture name and the input size,
+so restarts only pay for loading it. ``export_checkpoint`` writes a checkpoint's export beside it instead, with the
+sidecar that lets it run without torch (tools/export_onnx.py, for the bundled model).
 
 Measured on a 2-core CPU (benchmarks/classifier_backends.py): ONNX Runtime and OpenVINO f32 are several times
 faster than eager torch and match it within a few 1e-6. OpenVINO defaults to bf16 on CPUs with AVX512-BF16, which is
@@ -14,16 +16,29 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+# The exported backends need no torch; they live in aletheia.models.inference and are re-exported here.
+from aletheia.models.inference import (
+    ATTENTION,
+    BACKENDS,
+    EXPORT_FORMAT,
+    INPUT,
+    LOGITS,
+    CompiledClassifier,
+    OnnxClassifier,
+    OpenVinoClassifier,
+    export_paths,
+    sha256_file,
+)
 from aletheia.models.registry import ModelConfig
 
 __all__ = [
@@ -31,16 +46,16 @@ __all__ = [
     "CompiledClassifier",
     "OnnxClassifier",
     "OpenVinoClassifier",
+    "TorchClassifier",
     "compile_classifier",
     "cached_onnx",
     "default_onnx_cache_dir",
+    "export_checkpoint",
     "export_onnx",
     "onnx_cache_key",
 ]
 
-BACKENDS = ("torch", "onnx", "openvino")
 ONNX_OPSET = 17
-INPUT, LOGITS, ATTENTION = "input", "logits", "attention"
 # Bump when the exported graph changes for the same weights, so stale cache files are not reused.
 _EXPORT_VERSION = 1
 
@@ -131,107 +146,30 @@ def cached_onnx(
     return path
 
 
-class CompiledClassifier:
-    """Common call interface of the exported backends; subclasses implement ``_run`` on a float32 NCHW array."""
+class TorchClassifier:
+    """A torch model behind the exported classifiers' `infer` interface (numpy in and out), on its device."""
 
-    backend: str = ""
+    backend = "torch"
 
-    def __init__(self, path: str | os.PathLike[str], config: ModelConfig, output_names: list[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, model: nn.Module, config: ModelConfig, device: torch.device | str = "cpu") -> None:
+        self.model = model.to(device).eval()
         self.config = config
-        self.has_attention = ATTENTION in output_names
-        self._outputs = output_names
+        self.device = torch.device(device)
+        self.has_attention = bool(config.has_attention)
 
-    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Logits [N, 1] for a float32 NCHW batch, normalised as for the torch model."""
-        return self._infer(x)[LOGITS]
+    def infer(self, batch: np.ndarray, with_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            if with_attention and self.has_attention:
+                logits, attention = self.model.forward_with_attention(x)
+                return logits.float().cpu().numpy(), attention.float().cpu().numpy()
+            return self.model(x).float().cpu().numpy(), None
 
-    def forward_with_attention(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [N, 1] and attention [N, 1, h, w], as the torch model's method of the same name."""
-        if not self.has_attention:
-            raise AttributeError(
-                f"{self.config.name} ({self.backend}) was exported without an attention output"
-            )
-        out = self._infer(x)
-        return out[LOGITS], out[ATTENTION]
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
-    def eval(self) -> CompiledClassifier:
-        """No-op, so code written for an ``nn.Module`` keeps working."""
-        return self
-
-    def to(self, device: torch.device | str) -> CompiledClassifier:
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"the {self.backend} backend runs on the CPU only, not {device}")
-        return self
-
-    def _infer(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
-        array = _as_input(x, self.config.input_size)
-        return {
-            name: torch.from_numpy(out) for name, out in zip(self._outputs, self._run(array), strict=True)
-        }
-
-    def _run(self, array: np.ndarray) -> list[np.ndarray]:
-        raise NotImplementedError
-
-
-def _as_input(x: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    array = np.ascontiguousarray(x, dtype=np.float32)
-    # The graph is traced at one input size; say so plainly rather than with a runtime's shape error.
-    if array.ndim != 4 or array.shape[1:] != (3, size, size):
-        raise ValueError(
-            f"expected a float32 batch of shape (N, 3, {size}, {size}), got {tuple(array.shape)}"
-        )
-    return array
-
-
-class OnnxClassifier(CompiledClassifier):
-    """An exported classifier on ONNX Runtime's CPU provider with all graph optimisations."""
-
-    backend = "onnx"
-
-    def __init__(
-        self, path: str | os.PathLike[str], config: ModelConfig, num_threads: int | None = None
-    ) -> None:
-        from aletheia.onnxrt import cpu_session
-
-        self.session = cpu_session(path, num_threads)
-        super().__init__(path, config, [o.name for o in self.session.get_outputs()])
-
-    def _run(self, array: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self._outputs, {INPUT: array})
-
-
-class OpenVinoClassifier(CompiledClassifier):
-    """The same ONNX file compiled by OpenVINO for the CPU.
-
-    ``precision="f32"`` matches torch to ~1e-6. ``"bf16"`` (OpenVINO's own default on CPUs with AVX512-BF16) is
-    faster at large batches but shifts outputs by up to a few 1e-2: a different model, as far as thresholds go.
-    """
-
-    backend = "openvino"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        config: ModelConfig,
-        num_threads: int | None = None,
-        precision: str = "f32",
-    ) -> None:
-        import openvino as ov
-
-        properties: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": precision,
-            "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads(),
-        }
-        self.compiled = ov.Core().compile_model(str(path), "CPU", properties)
-        super().__init__(path, config, [o.get_any_name() for o in self.compiled.outputs])
-
-    def _run(self, array: np.ndarray) -> list[np.ndarray]:
-        # CompiledModel.__call__ serialises concurrent calls and copies outputs out of its request buffers.
-        result = self.compiled(array, share_inputs=True)
-        return [result[output] for output in self.compiled.outputs]
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_attention(x)
 
 
 def compile_classifier(
@@ -250,3 +188,32 @@ def compile_classifier(
     if backend == "onnx":
         return OnnxClassifier(path, config)
     return OpenVinoClassifier(path, config)
+
+
+def export_checkpoint(
+    model: nn.Module, config: ModelConfig, checkpoint: str | os.PathLike[str]
+) -> tuple[Path, Path]:
+    """Write `checkpoint`'s export beside it: the ONNX file (with attention when the model has it) and the sidecar
+    with everything needed to run it without torch (`config` as loaded: calibration and preprocessing included)
+    and the checkpoint's SHA-256, so an export left behind by newer weights is known to be stale."""
+    onnx, sidecar = export_paths(checkpoint)
+    with_attention = bool(config.has_attention)
+    export_onnx(model, onnx, config.input_size, with_attention)
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "architecture": config.name,
+        "source": Path(checkpoint).name,
+        "source_sha256": sha256_file(checkpoint),
+        "onnx_sha256": sha256_file(onnx),
+        "threshold": config.threshold,
+        "temperature": config.temperature,
+        "crop_margin": config.crop_margin,
+        "kinds": list(config.kinds),
+        "has_attention": with_attention,
+        "outputs": [LOGITS, ATTENTION] if with_attention else [LOGITS],
+        "preprocessing": config.preprocessing.to_json(),
+        "opset": ONNX_OPSET,
+        "exported_with": {"torch": torch.__version__.split("+")[0]},
+    }
+    sidecar.write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    return onnx, sidecar

@@ -46,14 +46,17 @@ class ScanSettings:
 
 def build_detectors(settings: ScanSettings):
     """(pipeline, video detector) for `settings`: models load here, once."""
-    import torch
-
     from aletheia.models.loader import is_checkpoint_path
+    from aletheia.onnxrt import set_num_threads
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.video import VideoDetector
 
     if settings.threads:
-        torch.set_num_threads(settings.threads)
+        set_num_threads(settings.threads)
+        if settings.backend == "torch" or not settings.device.startswith("cpu"):
+            import torch  # only where torch runs: on a CPU detection needs none
+
+            torch.set_num_threads(settings.threads)
     if settings.model is None:
         name, checkpoint = None, None  # the bundled default model
     elif is_checkpoint_path(settings.model):

@@ -69,5 +69,6 @@ def calibrate(
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"net": state, "architecture": metadata.get("architecture", config.model), "temperature": float(temperature),
-                "threshold": float(threshold), "crop_margin": crop_margin, "calibration": summary}, output)  # fmt: skip
+                "threshold": float(threshold), "crop_margin": crop_margin, "calibration": summary,
+                **({"preprocessing": metadata["preprocessing"]} if "preprocessing" in metadata else {})}, output)  # fmt: skip
     return summary

@@ -37,6 +37,7 @@ from aletheia.data.dataset import (
 from aletheia.data.prepare import load_faces
 from aletheia.evaluation import binary_metrics
 from aletheia.models.checkpoints import load_checkpoint, load_state_dict_file
+from aletheia.models.preprocessing import training_preprocessing
 from aletheia.models.registry import create_model, get_config
 from aletheia.training.config import TrainConfig
 
@@ -216,6 +217,10 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
     mean, std = model_config.mean, model_config.std
 
     train_faces, val_faces = load_training_faces(config)
+    # Stored with every checkpoint, so inference crops and normalises faces as these were (one owner of both).
+    preprocessing = training_preprocessing(
+        model_config, train_faces.get("face_policy", []), train_faces.get("crop_size", [])
+    )
     if rank == 0:
         config.to_yaml(output / "config.yaml")
         pd.DataFrame({"split": ["train", "val"], "faces": [len(train_faces), len(val_faces)]}).to_csv(
@@ -337,6 +342,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
                     {
                         "net": model.state_dict(),
                         "architecture": config.model,
+                        "preprocessing": preprocessing.to_json(),
                         "epoch": epoch,
                         "val_loss": val_loss,
                     },

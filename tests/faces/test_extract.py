@@ -1,4 +1,4 @@
-"""Face cropping (the one crop shared by inference and training) and tiled detection on images of any size."""
+"""Face cropping (the one crop shared by inference and training) and the face search on images of any size."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from aletheia.faces.extract import FaceDetector, _positions, crop_face, margin_box
+from aletheia.faces.extract import FaceDetector, crop_face, margin_box
 from aletheia.io import load_image
 
 ASTRONAUT = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
@@ -65,13 +65,6 @@ def test_scale_square_larger_than_the_image_shrinks_to_fit() -> None:
 def test_unknown_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="face policy"):
         crop_face(np.zeros((10, 10, 3), np.uint8), np.array([0, 0, 5, 5]), "wide")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("length", [50, 128, 129, 300, 1000])
-def test_tile_positions_cover_the_axis_with_half_overlap(length: int) -> None:
-    positions = _positions(length, 128, 64)
-    assert positions[0] == 0 and positions[-1] == max(0, length - 128)
-    assert all(b - a <= 64 for a, b in zip(positions, positions[1:], strict=False))
 
 
 # -- detection on real pixels ----------------------------------------------------------------------------------
@@ -167,7 +160,14 @@ def test_matching_margin_frames_whole_photos_like_pre_cropped_training_faces() -
     assert in_a_photo == pytest.approx(trained, abs=0.02)
 
 
-def test_min_face_fraction_finds_the_same_face_in_a_pre_cropped_face_with_far_fewer_tiles(
+def _pixels(detector: FaceDetector, height: int, width: int) -> int:
+    """Input pixels the search feeds the networks for an image of this size."""
+    return sum(
+        h * w for h, w in (level.input_shape(height, width) for level in detector.levels(height, width))
+    )
+
+
+def test_min_face_fraction_finds_the_same_face_in_a_pre_cropped_face_with_far_fewer_pixels(
     detector: FaceDetector, astronaut: np.ndarray
 ) -> None:
     """A 200-px face crop, as face datasets ship them: the shallow pyramid finds the very same box."""
@@ -177,10 +177,40 @@ def test_min_face_fraction_finds_the_same_face_in_a_pre_cropped_face_with_far_fe
         astronaut[head[1] : head[3], head[0] : head[2]], (200, 200), interpolation=cv2.INTER_AREA
     )
     shallow = FaceDetector(min_face_fraction=0.25)
-    tiles = lambda d: sum(len(level) for _, level in d._tiles(200, 200))  # noqa: E731
-    assert tiles(shallow) * 10 < tiles(detector)
+    assert _pixels(shallow, 200, 200) * 4 < _pixels(detector, 200, 200)
     full, fast = detector.detect(crop), shallow.detect(crop)
     assert len(full) == len(fast) == 1
-    np.testing.assert_allclose(fast[0].box, full[0].box, atol=0.5)
+    np.testing.assert_array_equal(fast[0].box, full[0].box)
     with pytest.raises(ValueError, match="min_face_fraction"):
         FaceDetector(min_face_fraction=0.0)
+
+
+def test_levels_run_whole_images_from_the_smallest_wanted_face_up() -> None:
+    """1080p: a short-range level where 40 px faces are 16 px, coarser ones a factor 3 apart down to 128 px, the
+    zoomed-out level and two full-range levels; in all 4.3x fewer input pixels than the 156 overlapping tiles."""
+    detector = FaceDetector()
+    levels = detector.levels(1080, 1920)
+    short = [lv for lv in levels if lv.spec.name == "short-range" and lv.canvas is None]
+    assert [round(lv.scale * 1920) for lv in short] == [768, 256, 128]
+    assert [lv.max_face for lv in short][-1] == float("inf") and short[0].max_face < 96
+    assert [lv.input_shape(1080, 1920) for lv in short] == [(432, 768), (144, 256), (80, 128)]
+    assert [round(lv.scale * 1920) for lv in levels if lv.spec.name == "full-range"] == [192, 384]
+    assert _pixels(detector, 1080, 1920) * 4 < 156 * 128 * 128
+
+
+def test_a_face_cut_by_the_frame_edge_is_found(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    face = detector.detect(astronaut)[0]
+    x0, _, x1, _ = face.box.round().astype(int)
+    cut = np.ascontiguousarray(
+        astronaut[:, x0 + (x1 - x0) // 3 :]
+    )  # a third of her face is outside the frame
+    found = detector.detect(cut)
+    assert len(found) == 1 and found[0].box[0] < 5
+
+
+def test_noise_and_flat_images_have_no_faces(detector: FaceDetector) -> None:
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), (0, 0), 2)
+    assert detector.detect(noise) == []
+    assert detector.detect(np.full((300, 500, 3), 128, np.uint8)) == []
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
