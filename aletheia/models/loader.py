@@ -22,6 +22,7 @@ from aletheia.models.checkpoints import (
     read_checkpoint,
 )
 from aletheia.models.registry import ModelConfig, get_config, list_models
+from aletheia.provenance import sha256_file
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # The model trained by Aletheia's own pipeline, used when no model is named (see its MODEL_CARD.md).
@@ -59,6 +60,7 @@ def load_classifier(
             else metadata.get("architecture") or infer_architecture(state)
         )
         model, label = model_from_state_dict(name, state, source=str(path)), path.name
+        weights = path
     elif model_name in PUBLISHED_WEIGHTS:
         path = cached_weights_path(model_name)
         if not path.is_file():
@@ -68,6 +70,7 @@ def load_classifier(
             )
         name = PUBLISHED_WEIGHTS[model_name].architecture
         model, label = model_from_state_dict(name, load_state_dict_file(path), source=str(path)), model_name
+        weights = path
     elif model_name is not None:
         raise CheckpointError(
             f"{get_config(model_name).name} is an architecture without trained weights: pass a checkpoint file "
@@ -79,8 +82,11 @@ def load_classifier(
             f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
         )
     config = get_config(name)
-    # A calibrated checkpoint carries its own decision threshold, temperature and crop margin (`aletheia calibrate`).
+    # A calibrated checkpoint carries its own decision threshold, temperature, crop margin and verdict band
+    # (`aletheia calibrate`). The file's hash, taken once here, goes into every result's provenance.
     config = replace(config, threshold=float(metadata.get("threshold", config.threshold)),
                      temperature=float(metadata.get("temperature", config.temperature)),
-                     crop_margin=float(metadata.get("crop_margin", config.crop_margin)))  # fmt: skip
+                     crop_margin=float(metadata.get("crop_margin", config.crop_margin)),
+                     band=metadata.get("band"), max_spread=metadata.get("max_spread"),
+                     calibrated_tta=metadata.get("tta"), weights_sha256=sha256_file(weights))  # fmt: skip
     return model.to(device), config, label

@@ -47,6 +47,13 @@ class ModelConfig:
     has_attention: bool = False
     kinds: tuple[str, ...] = ()  # models scoring each kind of fake: logits [N, 1 + K] (see efficientnet.py)
     description: str = ""
+    # Set from a calibrated checkpoint (`aletheia calibrate`): the inconclusive band around the threshold chosen on
+    # validation (None: results.DEFAULT_BAND_LOGIT), the largest spread across augmented views that still allows a
+    # call, and the test-time augmentation these were fitted with.
+    band: tuple[float, float] | None = None
+    max_spread: float | None = None
+    calibrated_tta: str | None = None
+    weights_sha256: str | None = None  # of the checkpoint file the weights were read from
 
 
 ModelBuilder = Callable[..., nn.Module]

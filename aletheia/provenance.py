@@ -1,0 +1,105 @@
+"""What a result records about where it came from (tool version, model and input hashes, time), and the facts about
+an input file that its pixels no longer tell (its SHA-256, its JPEG quality).
+
+A path or encoded bytes are hashed as they are on disk or as uploaded, so the hash matches `sha256sum FILE`; an
+in-memory image (a PIL image or an array) has no file, so its RGB pixels (with their shape) are hashed instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_CHUNK = 1 << 20
+
+# The IJG (libjpeg) luminance table at quality 50, in zig-zag order as PIL reports tables: encoders scale it by
+# quality, so the ratio of a file's table to it tells the quality it was saved at.
+_IJG_LUMINANCE = np.array([
+    16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51,
+    61, 60, 57, 51, 56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87, 95, 98, 103, 104, 103, 62, 77,
+    113, 121, 112, 100, 120, 92, 101, 103, 99,
+], dtype=np.float64)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InputFacts:
+    """Facts about an input file: its SHA-256 and, for a JPEG, the quality it was last saved at (else None)."""
+
+    sha256: str | None = None
+    jpeg_quality: int | None = None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_facts(source: object) -> InputFacts:
+    """The facts of a path, encoded bytes, PIL image or array; unreadable files give empty facts (the loader that
+    follows reports why)."""
+    from PIL import Image
+
+    if isinstance(source, (str, Path, bytes)):
+        digest = None
+        try:
+            if isinstance(source, bytes):
+                digest, stream = hashlib.sha256(source).hexdigest(), io.BytesIO(source)
+            else:
+                digest, stream = sha256_file(source), source
+            with Image.open(stream) as image:
+                return InputFacts(digest, jpeg_quality(image))
+        except Exception:  # unreadable, or not an image PIL knows: the loader that follows says why
+            return InputFacts(digest)
+    if isinstance(source, Image.Image):
+        source = np.asarray(source.convert("RGB"))
+    if isinstance(source, np.ndarray):
+        digest = hashlib.sha256(repr(source.shape).encode() + np.ascontiguousarray(source).tobytes())
+        return InputFacts(digest.hexdigest())
+    return InputFacts()
+
+
+def jpeg_quality(image: Any) -> int | None:
+    """The IJG quality (1-100) a JPEG's luminance table corresponds to, None for other formats. Encoders other than
+    libjpeg use tables of their own; the estimate then says how coarse the table is on the same scale."""
+    tables = getattr(image, "quantization", None)
+    if image.format != "JPEG" or not tables or 0 not in tables:
+        return None
+    table = np.asarray(tables[0], dtype=np.float64)
+    if table.size != 64:
+        return None
+    scale = float(np.mean(table / _IJG_LUMINANCE)) * 100.0  # libjpeg: scale = 5000/q below 50, 200 - 2q above
+    quality = 5000.0 / scale if scale > 100.0 else (200.0 - scale) / 2.0
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Enough to tell later which tool, model and file gave a result, and when."""
+
+    aletheia_version: str
+    model_sha256: str | None
+    input_sha256: str | None
+    created: str  # UTC, ISO 8601
+
+    @classmethod
+    def now(cls, model_sha256: str | None, input_sha256: str | None) -> Provenance:
+        from aletheia import __version__
+
+        return cls(__version__, model_sha256, input_sha256, utc_now())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"aletheia_version": self.aletheia_version, "model_sha256": self.model_sha256,
+                "input_sha256": self.input_sha256, "created": self.created}  # fmt: skip
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
