@@ -6,6 +6,7 @@ the classifier in one batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,8 +188,20 @@ class DeepfakeDetectorPipeline:
         spread = np.concatenate(spreads) if views > 1 else None
         return Classified(joined[:, 0], joined[:, 1:], spread, attention)
 
+    def with_tta(self, mode: str | None) -> DeepfakeDetectorPipeline:
+        """This pipeline with another test-time augmentation (None: its own), sharing its loaded models."""
+        if mode is None or mode == self.tta:
+            return self
+        twin = copy.copy(self)
+        twin.tta = augment.check_mode(mode)
+        return twin
+
     def provenance(self, facts: InputFacts | None) -> Provenance:
         return Provenance.now(self.model_sha256, None if facts is None else facts.sha256)
+
+    def error_result(self, path: str, error: str) -> ImageResult:
+        """The result of an input that could not be read (its hash when its bytes could be)."""
+        return self._empty_result(path, error=error, facts=input_facts(path))
 
     # -- the steps ----------------------------------------------------------------------------------------------
 

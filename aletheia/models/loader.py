@@ -88,5 +88,5 @@ def load_classifier(
                      temperature=float(metadata.get("temperature", config.temperature)),
                      crop_margin=float(metadata.get("crop_margin", config.crop_margin)),
                      band=metadata.get("band"), max_spread=metadata.get("max_spread"),
-                     calibrated_tta=metadata.get("tta"), weights_sha256=sha256_file(weights))  # fmt: skip
+                     calibrated_tta=metadata.get("tta"), weights_sha256=sha256_file(weights), weights_path=str(weights))  # fmt: skip
     return model.to(device), config, label

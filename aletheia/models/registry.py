@@ -54,6 +54,7 @@ class ModelConfig:
     max_spread: float | None = None
     calibrated_tta: str | None = None
     weights_sha256: str | None = None  # of the checkpoint file the weights were read from
+    weights_path: str | None = None  # that file (its MODEL_CARD.md, if any, sits beside it)
 
 
 ModelBuilder = Callable[..., nn.Module]

@@ -46,10 +46,29 @@ log = logging.getLogger("aletheia.serving")
 # -- response shapes, for the OpenAPI docs (responses are ImageResult.to_json() itself, never re-serialised) ----
 
 
+Verdict = Literal["fake", "real", "inconclusive", "no_face", "error"]
+
+
+class ResultWarning(BaseModel):
+    code: str
+    message: str
+
+
+class Provenance(BaseModel):
+    aletheia_version: str
+    model_sha256: str | None
+    input_sha256: str | None
+    created: str
+
+
 class Face(BaseModel):
     box: list[float]
     detection_score: float
     score: float
+    scores: dict[str, float] | None = None
+    label: Literal["fake", "real", "inconclusive"]
+    spread: float | None
+    warnings: list[ResultWarning]
     keypoints: list[list[float]]
 
 
@@ -57,11 +76,17 @@ class DetectResult(BaseModel):
     path: str
     kind: Literal["image"]
     score: float | None
-    label: Literal["fake", "real", "no_face", "error"]
+    scores: dict[str, float] | None = None
+    label: Verdict
+    explanation: str
     threshold: float
+    band: list[float]
+    tta: str
     model: str
     faces: list[Face]
+    warnings: list[ResultWarning]
     error: str | None
+    provenance: Provenance | None
 
 
 class VideoFace(Face):
@@ -77,6 +102,9 @@ class VideoFrame(BaseModel):
 class Track(BaseModel):
     id: int
     score: float
+    scores: dict[str, float] | None = None
+    label: Literal["fake", "real", "inconclusive"]
+    warnings: list[ResultWarning]
     frames: list[int]
 
 
@@ -84,12 +112,18 @@ class VideoDetectResult(BaseModel):
     path: str
     kind: Literal["video"]
     score: float | None
-    label: Literal["fake", "real", "no_face", "error"]
+    scores: dict[str, float] | None = None
+    label: Verdict
+    explanation: str
     threshold: float
+    band: list[float]
+    tta: str
     model: str
     frames: list[VideoFrame]
     tracks: list[Track]
+    warnings: list[ResultWarning]
     error: str | None
+    provenance: Provenance | None
 
 
 class ErrorDetail(BaseModel):
@@ -100,6 +134,10 @@ class ModelInfo(BaseModel):
     name: str
     architecture: str
     threshold: float
+    band: list[float]
+    band_validated: bool
+    tta: str
+    sha256: str | None
     input_size: int
     has_attention: bool
     description: str
@@ -323,6 +361,13 @@ def build_api_router(
                 "are; max: the most fake-looking face)"
             ),
         ] = "mean_logit",
+        tta: Annotated[
+            Literal["none", "mirror", "mirror_zoom"] | None,
+            Form(
+                description="test-time augmentation: each face is also scored mirrored (mirror_zoom: and zoomed) "
+                "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror)"
+            ),
+        ] = None,
     ) -> JSONResponse:
         """Score every face in one uploaded photo, or every person (face track) in one uploaded video.
 
@@ -343,6 +388,7 @@ def build_api_router(
                     threshold=threshold,
                     num_frames=frames,
                     strategy=track_strategy,
+                    tta=tta,
                 )
             except (InputError, UnknownServedModelError) as exc:
                 raise HTTPException(422, str(exc)) from exc
@@ -351,7 +397,7 @@ def build_api_router(
             raise HTTPException(*refused)
         try:
             detection = await run_in_threadpool(
-                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face
+                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face, tta=tta
             )
         except TooLargeError as exc:
             raise HTTPException(413, str(exc)) from exc
