@@ -205,13 +205,17 @@ class DeepfakeDetectorPipeline:
 
     # -- the steps ----------------------------------------------------------------------------------------------
 
-    def _empty_result(self, path: str, error: str | None = None, facts: InputFacts | None = None) -> ImageResult:
+    def _empty_result(
+        self, path: str, error: str | None = None, facts: InputFacts | None = None
+    ) -> ImageResult:
         return ImageResult(
             path=path, threshold=self.threshold, model=self.model_label, error=error, rule=self.rule,
             tta=self.tta, provenance=self.provenance(facts),
         )  # fmt: skip
 
-    def _detect(self, image: np.ndarray, path: str, assume_face: bool, facts: InputFacts | None = None) -> _Pending:
+    def _detect(
+        self, image: np.ndarray, path: str, assume_face: bool, facts: InputFacts | None = None
+    ) -> _Pending:
         height, width = image.shape[:2]
         result = self._empty_result(path, facts=facts)
         result.width, result.height = width, height
@@ -222,8 +226,13 @@ class DeepfakeDetectorPipeline:
             box = np.array([0, 0, width, height], dtype=np.float32)
             crop = crop_face(image, box, self.face_policy, size, margin=0.0)
             result.faces.append(
-                FaceResult(box=box, keypoints=np.zeros((0, 2)), detection_score=1.0, score=np.nan,
-                           warnings=face_caveats(box, crop, width, height, whole_image=True))  # fmt: skip
+                FaceResult(
+                    box=box,
+                    keypoints=np.zeros((0, 2)),
+                    detection_score=1.0,
+                    score=np.nan,
+                    warnings=face_caveats(box, crop, width, height, whole_image=True),
+                )  # fmt: skip
             )
             return _Pending(result, crop[None])
         faces = self.detector.detect(image)
@@ -231,7 +240,10 @@ class DeepfakeDetectorPipeline:
         for face, crop in zip(faces, crops, strict=True):
             result.faces.append(
                 FaceResult(
-                    box=face.box, keypoints=face.keypoints, detection_score=face.detection_score, score=np.nan,
+                    box=face.box,
+                    keypoints=face.keypoints,
+                    detection_score=face.detection_score,
+                    score=np.nan,
                     warnings=face_caveats(face.box, crop, width, height),
                 )  # fmt: skip
             )

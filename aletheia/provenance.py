@@ -53,7 +53,9 @@ def input_facts(source: object) -> InputFacts:
         try:
             if isinstance(source, bytes):
                 digest, stream = hashlib.sha256(source).hexdigest(), io.BytesIO(source)
-            elif not Path(source).is_file():  # a folder, a missing file, a FIFO (never opened: it could block)
+            elif not Path(
+                source
+            ).is_file():  # a folder, a missing file, a FIFO (never opened: it could block)
                 return InputFacts()
             else:
                 digest, stream = sha256_file(source), source

@@ -98,7 +98,9 @@ def _markdown_list(markdown: str) -> str:
 def _warnings(items: list[dict]) -> str:
     if not items:
         return ""
-    rows = "".join(f"<li><code>{html.escape(w['code'])}</code> {html.escape(w['message'])}</li>" for w in items)
+    rows = "".join(
+        f"<li><code>{html.escape(w['code'])}</code> {html.escape(w['message'])}</li>" for w in items
+    )
     return f'<ul class="warnings">{rows}</ul>'
 
 
@@ -145,7 +147,11 @@ def _rows(item: ReportItem, record: dict) -> str:
             cells.append(f"{len(entry['frames'])} of {len(record['frames'])} frames")
         else:
             crop = result.faces[number - 1].crop
-            thumb = "" if crop is None else f'<img class="crop" src="{data_uri(crop, "JPEG", THUMBNAIL_SIDE)}" alt="">'
+            thumb = (
+                ""
+                if crop is None
+                else f'<img class="crop" src="{data_uri(crop, "JPEG", THUMBNAIL_SIDE)}" alt="">'
+            )
             cells += [_fmt(entry.get("spread"), 2), thumb]
         cells.append(_warnings(entry.get("warnings", [])))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -158,9 +164,9 @@ def _section(item: ReportItem) -> str:
     label = record["label"]
     low, high = record["band"]
     parts = [
-        f"<section class=\"input\"><h2>{html.escape(record['path'])}</h2>",
+        f'<section class="input"><h2>{html.escape(record["path"])}</h2>',
         f"<p>{_pill(label)} {html.escape(record['explanation'])}</p>",
-        f"<p class=\"small\">Highest score {_fmt(record['score'])}; threshold {record['threshold']:.3f}; "
+        f'<p class="small">Highest score {_fmt(record["score"])}; threshold {record["threshold"]:.3f}; '
         f"inconclusive between {low:.3f} and {high:.3f}; test-time augmentation <code>{html.escape(record['tta'])}"
         f"</code>; model <code>{html.escape(record['model'])}</code>.</p>",
     ]
@@ -172,23 +178,27 @@ def _section(item: ReportItem) -> str:
     if provenance := record.get("provenance"):
         cells = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>"
                         for k, v in provenance.items())  # fmt: skip
-        parts.append(f"<table class=\"small\">{cells}</table>")
+        parts.append(f'<table class="small">{cells}</table>')
     return "".join(parts) + "</section>"
 
 
-def report_html(items: Sequence[ReportItem], limits: str | None = None, title: str = "Aletheia report") -> str:
+def report_html(
+    items: Sequence[ReportItem], limits: str | None = None, title: str = "Aletheia report"
+) -> str:
     """The whole page. `limits`: the model card's known failure modes (markdown), from `model_card_limits`."""
     flagged = sum(item.result.label == "fake" for item in items)
     inconclusive = sum(item.result.label == "inconclusive" for item in items)
-    legend = "".join(f"<tr><td>{_pill(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in EXPLANATIONS.items())
+    legend = "".join(
+        f"<tr><td>{_pill(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in EXPLANATIONS.items()
+    )
     limits_html = (
         f"<h2>Known limits of this model (from its model card)</h2>{_markdown_list(limits)}"
         if limits
         else "<h2>Known limits of this model</h2><p>No model card was found beside this model's weights.</p>"
     )
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{flagged} of {len(items)} inputs flagged fake, {inconclusive} inconclusive. Scores are one model's "

@@ -57,7 +57,9 @@ def expand(crops: np.ndarray, mode: str) -> np.ndarray:
     views = TTA_MODES[mode]
     if len(views) == 1:
         return crops
-    return np.ascontiguousarray(np.stack([view(crops) for view in views], axis=1).reshape(-1, *crops.shape[1:]))
+    return np.ascontiguousarray(
+        np.stack([view(crops) for view in views], axis=1).reshape(-1, *crops.shape[1:])
+    )
 
 
 def views_of(mode: str) -> int:

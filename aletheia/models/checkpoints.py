@@ -165,7 +165,9 @@ def _check_band(metadata: dict, source: str) -> None:
     if "max_spread" in metadata:
         value = metadata["max_spread"]
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            raise CheckpointError(f"{source}: its max_spread must be a number above 0 and at most 1, got {value!r}")
+            raise CheckpointError(
+                f"{source}: its max_spread must be a number above 0 and at most 1, got {value!r}"
+            )
     if "tta" in metadata and metadata["tta"] not in TTA_MODES:
         raise CheckpointError(
             f"{source}: its tta must be one of {', '.join(TTA_MODES)}, got {metadata['tta']!r}"

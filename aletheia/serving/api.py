@@ -10,12 +10,13 @@ import asyncio
 import io
 import logging
 import warnings
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -311,6 +312,23 @@ def build_api_router(
     @router.get("/models", response_model=ModelList)
     def models() -> dict[str, Any]:
         return {"default": service.default_model, "models": service.describe_models()}
+
+    @router.get(
+        "/model-card",
+        response_class=PlainTextResponse,
+        responses={404: {"model": ErrorDetail, "description": "No model card is kept with this model"}},
+    )
+    def model_card(model: str | None = None) -> PlainTextResponse:
+        """The model card (markdown) kept beside a model's weights: what it was trained on and where it fails."""
+        try:
+            pipeline = service.pipelines[service.resolve(model)]
+        except UnknownServedModelError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        weights = pipeline.config.weights_path
+        card = Path(weights).parent / "MODEL_CARD.md" if weights else None
+        if card is None or not card.is_file():
+            raise HTTPException(404, f"no model card is kept with {pipeline.model_label}")
+        return PlainTextResponse(card.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
 
     @router.post(
         "/detect",

@@ -243,8 +243,12 @@ class DetectionService:
             raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
         facts = input_facts(data)  # of the upload as sent, not of the decoded pixels
         with self._locks[key]:
-            result = self.pipelines[key].with_tta(tta).predict(
-                image, assume_face=assume_face, return_attention=return_attention, path=name, facts=facts
+            result = (
+                self.pipelines[key]
+                .with_tta(tta)
+                .predict(
+                    image, assume_face=assume_face, return_attention=return_attention, path=name, facts=facts
+                )
             )
         return image, scale, result
 

@@ -92,8 +92,13 @@ class VideoDetector:
                 for face in self.search(frame.image):
                     crop = pipeline.crop_face(frame.image, face.box)
                     frame_result.faces.append(
-                        VideoFace(face.box, face.keypoints, face.detection_score, score=float("nan"),
-                                  warnings=face_caveats(face.box, crop, width, height))  # fmt: skip
+                        VideoFace(
+                            face.box,
+                            face.keypoints,
+                            face.detection_score,
+                            score=float("nan"),
+                            warnings=face_caveats(face.box, crop, width, height),
+                        )  # fmt: skip
                     )
                     crops.append(crop)
                 result.frames.append(frame_result)
