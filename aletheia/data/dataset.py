@@ -88,8 +88,7 @@ def mix_in_self_blended(
 REAL, MANIPULATED, GENERATED = 0, 1, 2
 # Methods whose faces are generated whole rather than edited (StyleGAN3-R, "Stable Diffusion 2.1", "DALL-E 3", ...).
 _GENERATED_METHOD = re.compile(
-    r"(style)?gan\d?\b|diffusion|text-to-image|midjourney|dall-?e|firefly|imagen|flux|generated",
-    re.IGNORECASE,
+    r"(style)?gan\d?\b|diffusion|text-to-image|midjourney|dall-?e|firefly|imagen|flux|generated", re.IGNORECASE
 )
 
 
@@ -105,12 +104,7 @@ def fake_kind(method: str) -> int:
 def face_kinds(faces: pd.DataFrame) -> np.ndarray:
     """REAL, MANIPULATED or GENERATED for every face, from its label and method (or a `fake_kind` column)."""
     if "fake_kind" in faces.columns:
-        named = (
-            faces["fake_kind"]
-            .astype(str)
-            .str.lower()
-            .map({"manipulated": MANIPULATED, "generated": GENERATED})
-        )
+        named = faces["fake_kind"].astype(str).str.lower().map({"manipulated": MANIPULATED, "generated": GENERATED})
     else:
         named = pd.Series(np.nan, index=faces.index)
     kinds = named.fillna(faces["method"].map(fake_kind)).to_numpy(dtype=np.int64)
