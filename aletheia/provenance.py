@@ -63,6 +63,15 @@ def input_facts(source: object) -> InputFacts:
                 return InputFacts(digest, jpeg_quality(image))
         except Exception:  # unreadable, or not an image PIL knows: the loader that follows says why
             return InputFacts(digest)
+    if hasattr(source, "read") and hasattr(source, "seek"):  # an open binary file: hashed, then rewound
+        try:
+            start, digest = source.tell(), hashlib.sha256()
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+            source.seek(start)
+            return InputFacts(digest.hexdigest())
+        except (OSError, ValueError):  # not seekable after all, or closed: the reader says why
+            return InputFacts()
     if isinstance(source, Image.Image):
         source = np.asarray(source.convert("RGB"))
     if isinstance(source, np.ndarray):

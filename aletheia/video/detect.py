@@ -71,7 +71,7 @@ class VideoDetector:
         """
         pipeline = self.pipeline
         name = path or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
-        facts = input_facts(source) if isinstance(source, (str, Path, bytes)) else None
+        facts = input_facts(source)
         result = self._empty_result(name, facts)
         result.warnings = rule_caveats(pipeline.rule.default_band, pipeline.tta)
         faces: list[VideoFace] = []
