@@ -319,9 +319,11 @@ def build_api_router(
         responses={404: {"model": ErrorDetail, "description": "No model card is kept with this model"}},
     )
     def model_card(model: str | None = None) -> PlainTextResponse:
-        """The model card (markdown) kept beside a model's weights: what it was trained on and where it fails."""
+        """The model card (markdown) kept beside a model's weights: what it was trained on and where it fails.
+        `model`: a name from GET /api/v1/models, or the `model` of a result; default: the first."""
+        by_label = {p.model_label: p for p in service.pipelines.values()}
         try:
-            pipeline = service.pipelines[service.resolve(model)]
+            pipeline = by_label.get(model or "") or service.pipelines[service.resolve(model)]
         except UnknownServedModelError as exc:
             raise HTTPException(404, str(exc)) from exc
         weights = pipeline.config.weights_path

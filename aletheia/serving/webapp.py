@@ -151,8 +151,8 @@ def video_verdict_markdown(detection: VideoDetection) -> str:
     duration = f", {result.info.duration:.1f} s" if result.info else ""
     lines = [
         f"### Verdict: {CALLS[result.label]}",
-        f"{result.flagged} of {people} {'people' if people != 1 else 'person'} flagged fake, in {sampled} sampled "
-        f"frames{duration}, faces combined by `{result.strategy}`.",
+        f"{result.flagged} of {people} flagged fake ({people} {'people' if people != 1 else 'person'} in {sampled} "
+        f"sampled frames{duration}, faces combined by `{result.strategy}`).",
         "",
         *_about(result, "person"),
     ]

@@ -82,7 +82,7 @@ def test_detect_returns_the_cli_json_line(
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert cli_main(["detect", str(ASTRONAUT), "--model", str(b4_checkpoint), "--no-progress"]) == 0
     cli_line = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert response.json() == cli_line | {"path": "astronaut.jpg"}
+    assert timeless(response.json()) == timeless(cli_line | {"path": "astronaut.jpg"})
     assert response.json()["label"] in ("fake", "real", "inconclusive") and len(response.json()["faces"]) == 1
 
 
@@ -303,11 +303,11 @@ def test_a_video_threshold_and_track_strategy_are_per_request(
     fake = _post(http, "walk.mp4", data, frames=FRAMES, threshold="0").json()
     real = _post(http, "walk.mp4", data, frames=FRAMES, threshold="1").json()
     assert (fake["label"], fake["threshold"], real["label"], real["threshold"]) == ("fake", 0.0, "real", 1.0)
-    assert (
-        fake["score"] == real["score"]
-        and fake["tracks"] == real["tracks"]
-        and fake["frames"] == real["frames"]
-    )
+    def scores(record: dict) -> tuple:  # the labels follow the threshold; the scores must not
+        return [t["score"] for t in record["tracks"]], [[f["score"] for f in fr["faces"]] for fr in record["frames"]]
+
+    assert fake["score"] == real["score"] and scores(fake) == scores(real)
+    assert {t["label"] for t in fake["tracks"]} == {"fake"} and {t["label"] for t in real["tracks"]} == {"real"}
     assert server.pipelines["b4"].threshold == 0.5, (
         "a request's threshold must not leak into the shared pipeline"
     )
@@ -337,12 +337,17 @@ def test_openapi_docs_describe_the_real_response(http: httpx.Client, astronaut_v
     assert {"200", "413", "415", "422"} <= set(detect["responses"])
     schemas = spec["components"]["schemas"]
     sample = _post(http, "a.jpg", ASTRONAUT.read_bytes()).json()
-    assert set(schemas["DetectResult"]["properties"]) == set(sample)
-    assert set(schemas["Face"]["properties"]) == set(sample["faces"][0])
+    # "scores" (per kind of fake) is there only for models that score kinds; the served test models do not.
+    def fields(name: str) -> set[str]:
+        return set(schemas[name]["properties"]) - {"scores"}
+
+    assert fields("DetectResult") == set(sample)
+    assert fields("Face") == set(sample["faces"][0])
+    assert fields("Provenance") == set(sample["provenance"]) and fields("ResultWarning") == {"code", "message"}
     video = _post(http, "walk.mp4", astronaut_video.read_bytes(), frames="2").json()
-    assert set(schemas["VideoDetectResult"]["properties"]) == set(video)
-    assert set(schemas["VideoFrame"]["properties"]) == set(video["frames"][0])
-    assert set(schemas["VideoFace"]["properties"]) == set(video["frames"][0]["faces"][0])
-    assert set(schemas["Track"]["properties"]) == set(video["tracks"][0])
+    assert fields("VideoDetectResult") == set(video)
+    assert fields("VideoFrame") == set(video["frames"][0])
+    assert fields("VideoFace") == set(video["frames"][0]["faces"][0])
+    assert fields("Track") == set(video["tracks"][0])
     docs = http.get("/api/v1/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
