@@ -18,13 +18,16 @@ import numpy as np
 
 _CHUNK = 1 << 20
 
-# The IJG (libjpeg) luminance table at quality 50, in zig-zag order as PIL reports tables: encoders scale it by
-# quality, so the ratio of a file's table to it tells the quality it was saved at.
+# The IJG (libjpeg) luminance table at quality 50, in natural (row by row) order as PIL reports tables. libjpeg
+# scales it by quality, so the quality whose scaled table is nearest a file's own is the quality it was saved at.
 _IJG_LUMINANCE = np.array([
-    16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51,
-    61, 60, 57, 51, 56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87, 95, 98, 103, 104, 103, 62, 77,
-    113, 121, 112, 100, 120, 92, 101, 103, 99,
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
 ], dtype=np.float64)  # fmt: skip
+_QUALITIES = np.arange(1, 101)
+_SCALES = np.where(_QUALITIES < 50, 5000.0 / _QUALITIES, 200.0 - 2.0 * _QUALITIES)
+_TABLES = np.clip(np.floor((_IJG_LUMINANCE[None, :] * _SCALES[:, None] + 50) / 100), 1, 255)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,7 @@ def jpeg_quality(image: Any) -> int | None:
     table = np.asarray(tables[0], dtype=np.float64)
     if table.size != 64:
         return None
-    scale = float(np.mean(table / _IJG_LUMINANCE)) * 100.0  # libjpeg: scale = 5000/q below 50, 200 - 2q above
-    quality = 5000.0 / scale if scale > 100.0 else (200.0 - scale) / 2.0
-    return int(round(min(100.0, max(1.0, quality))))
+    return int(_QUALITIES[np.argmin(np.abs(_TABLES - table[None, :]).sum(axis=1))])
 
 
 @dataclass(frozen=True)
