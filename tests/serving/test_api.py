@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import struct
 import zlib
@@ -303,11 +304,16 @@ def test_a_video_threshold_and_track_strategy_are_per_request(
     fake = _post(http, "walk.mp4", data, frames=FRAMES, threshold="0").json()
     real = _post(http, "walk.mp4", data, frames=FRAMES, threshold="1").json()
     assert (fake["label"], fake["threshold"], real["label"], real["threshold"]) == ("fake", 0.0, "real", 1.0)
+
     def scores(record: dict) -> tuple:  # the labels follow the threshold; the scores must not
-        return [t["score"] for t in record["tracks"]], [[f["score"] for f in fr["faces"]] for fr in record["frames"]]
+        return [t["score"] for t in record["tracks"]], [
+            [f["score"] for f in fr["faces"]] for fr in record["frames"]
+        ]
 
     assert fake["score"] == real["score"] and scores(fake) == scores(real)
-    assert {t["label"] for t in fake["tracks"]} == {"fake"} and {t["label"] for t in real["tracks"]} == {"real"}
+    assert {t["label"] for t in fake["tracks"]} == {"fake"} and {t["label"] for t in real["tracks"]} == {
+        "real"
+    }
     assert server.pipelines["b4"].threshold == 0.5, (
         "a request's threshold must not leak into the shared pipeline"
     )
@@ -337,13 +343,17 @@ def test_openapi_docs_describe_the_real_response(http: httpx.Client, astronaut_v
     assert {"200", "413", "415", "422"} <= set(detect["responses"])
     schemas = spec["components"]["schemas"]
     sample = _post(http, "a.jpg", ASTRONAUT.read_bytes()).json()
+
     # "scores" (per kind of fake) is there only for models that score kinds; the served test models do not.
     def fields(name: str) -> set[str]:
         return set(schemas[name]["properties"]) - {"scores"}
 
     assert fields("DetectResult") == set(sample)
     assert fields("Face") == set(sample["faces"][0])
-    assert fields("Provenance") == set(sample["provenance"]) and fields("ResultWarning") == {"code", "message"}
+    assert fields("Provenance") == set(sample["provenance"]) and fields("ResultWarning") == {
+        "code",
+        "message",
+    }
     video = _post(http, "walk.mp4", astronaut_video.read_bytes(), frames="2").json()
     assert fields("VideoDetectResult") == set(video)
     assert fields("VideoFrame") == set(video["frames"][0])
@@ -351,3 +361,47 @@ def test_openapi_docs_describe_the_real_response(http: httpx.Client, astronaut_v
     assert fields("Track") == set(video["tracks"][0])
     docs = http.get("/api/v1/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_tta_is_a_form_field_and_results_carry_spread_warnings_and_provenance(http: httpx.Client) -> None:
+    data = ASTRONAUT.read_bytes()
+    mirrored = _post(http, "a.jpg", data).json()
+    plain = _post(http, "a.jpg", data, tta="none").json()
+    assert (mirrored["tta"], plain["tta"]) == ("mirror", "none")
+    assert isinstance(mirrored["faces"][0]["spread"], float) and plain["faces"][0]["spread"] is None
+    assert "no_augmentation" in [w["code"] for w in plain["warnings"]]
+    assert mirrored["label"] in ("fake", "real", "inconclusive") and mirrored["explanation"]
+    low, high = mirrored["band"]
+    assert low <= mirrored["threshold"] <= high
+    assert mirrored["provenance"]["input_sha256"] == hashlib.sha256(data).hexdigest()
+    refused = _post(http, "a.jpg", data, tta="sideways")
+    assert refused.status_code == 422 and "tta" in refused.json()["detail"]
+
+
+def test_model_card_is_served_for_models_that_keep_one(http: httpx.Client) -> None:
+    missing = http.get("/api/v1/model-card", params={"model": "b4"})
+    assert missing.status_code == 404 and "no model card" in missing.json()["detail"]
+    assert http.get("/api/v1/model-card", params={"model": "nosuch"}).status_code == 404
+
+
+def test_the_bundled_models_card_is_served_and_described(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.serving import BackgroundServer
+    from aletheia.serving.api import build_api_router
+    from aletheia.serving.service import DetectionService
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no default model bundled in this checkout")
+    pipeline = DeepfakeDetectorPipeline()
+    # The REST API alone: a second Gradio app would clean the shared upload cache up when it stops.
+    app = FastAPI()
+    app.include_router(build_api_router(DetectionService({pipeline.model_label: pipeline})))
+    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        card = client.get("/api/v1/model-card", params={"model": pipeline.model_label})
+        models = client.get("/api/v1/models").json()["models"]
+    assert card.status_code == 200 and card.text == (DEFAULT_MODEL.parent / "MODEL_CARD.md").read_text()
+    assert models[0]["sha256"] == pipeline.model_sha256 and models[0]["tta"] == "mirror"
+    assert models[0]["band"][0] <= models[0]["threshold"] <= models[0]["band"][1]

@@ -75,6 +75,14 @@ def test_upload_a_photo_and_read_the_scores(page: object, server: RunningServer)
     captions = page.locator("#faces .caption-label").all_inner_texts()
     assert captions == [f"#1 {score:.3f} {label}", "#1 where it looked"]
     assert "not a map of what is fake" in page.locator("#faces").inner_text()
+    # The report of this upload: one self-contained page, downloaded from the server itself.
+    report = page.locator("#report")
+    expect(report).to_be_enabled()
+    with page.expect_download() as download:
+        report.click()
+    html = Path(download.value.path()).read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/jpeg;base64," in html and "astronaut.jpg" in html
+    assert expected.to_json()["provenance"]["input_sha256"] in html and not re.search(r"(src|href)=\"https?:", html)
     assert page.outside_requests == []
 
 
