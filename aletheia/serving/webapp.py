@@ -308,12 +308,17 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return analyse(path, model, threshold, frames, strategy)
 
+    def relabelled(detection: Kept | None, threshold: float | None) -> Kept | None:
+        if detection is None or threshold is None:
+            return detection
+        if isinstance(detection, VideoDetection):
+            return VideoDetection(with_threshold(detection.result, threshold))
+        return Detection(detection.image, with_threshold(detection.result, threshold))
+
     def relabel(detection: Kept | None, threshold: float | None) -> Outputs:
         if detection is None or threshold is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        if isinstance(detection, VideoDetection):
-            return render_outputs(VideoDetection(with_threshold(detection.result, threshold)))
-        return render_outputs(Detection(detection.image, with_threshold(detection.result, threshold)))
+        return render_outputs(relabelled(detection, threshold))
 
     with gr.Blocks(
         title="Aletheia deepfake detector", analytics_enabled=False, delete_cache=(3600, 3600)
@@ -422,6 +427,16 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             )
         )
         # The report follows every new result (written after it is shown, so it never delays the verdict).
-        for event in events:
+        for event in events[:-1]:
             event.then(refresh_report, [kept], [report], api_visibility="private", show_progress="hidden")
+        # The threshold's own listener, not a `then` of the relabelling: chained to an "always_last" event, it kept
+        # the next threshold change from running. It judges the kept result at the threshold itself.
+        threshold.change(
+            lambda detection, value: refresh_report(relabelled(detection, value)),
+            [kept, threshold],
+            [report],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
     return demo

@@ -97,6 +97,15 @@ def test_threshold_slider_and_bad_file_in_the_browser(page: object, tmp_path: Pa
     number.fill("1")
     number.press("Enter")
     expect(verdict).to_contain_text("likely real")
+    # The report follows the threshold (written just after the verdict shows: poll for it).
+    for _ in range(20):
+        with page.expect_download() as download:
+            page.locator("#report").click()
+        html = Path(download.value.path()).read_text()
+        if "threshold 1.000" in html:
+            break
+        page.wait_for_timeout(500)
+    assert "threshold 1.000" in html and '<span class="verdict real">real</span>' in html
 
     page.locator("#photo button[aria-label='Clear']").click()
     expect(verdict).to_contain_text("Upload a photo")
