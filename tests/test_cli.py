@@ -48,7 +48,11 @@ def test_detect_jsonl_over_a_folder(folder: Path, b4_checkpoint: Path, tmp_path:
         assert list(record) == JSON_KEYS
         assert record["kind"] == "image" and record["model"] == b4_checkpoint.name
     good, truncated, text, nested = records
-    assert good["label"] in ("fake", "real", "inconclusive") and good["error"] is None and good["threshold"] == 0.5
+    assert (
+        good["label"] in ("fake", "real", "inconclusive")
+        and good["error"] is None
+        and good["threshold"] == 0.5
+    )
     assert len(good["faces"]) == 1 and list(good["faces"][0]) == FACE_KEYS
     assert len(good["faces"][0]["keypoints"]) == 6
     assert good["score"] == max(f["score"] for f in good["faces"])
@@ -225,7 +229,11 @@ def test_detect_mixes_images_and_videos_and_plots_timelines(
     image, video, broken = _lines(capsys.readouterr().out)
     assert image["kind"] == "image" and len(image["faces"]) == 1
     assert video["kind"] == "video" and len(video["frames"]) == 4 and len(video["tracks"]) == 1
-    assert video["score"] == video["tracks"][0]["score"] and video["label"] in ("fake", "real", "inconclusive")
+    assert video["score"] == video["tracks"][0]["score"] and video["label"] in (
+        "fake",
+        "real",
+        "inconclusive",
+    )
     assert broken["label"] == "error" and broken["error"]
     assert [p.name for p in plots.glob("*.png")] == ["00001_b.png"]
 

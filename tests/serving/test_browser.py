@@ -69,7 +69,9 @@ def test_upload_a_photo_and_read_the_scores(page: object, server: RunningServer)
     _screenshot(page, "webapp-astronaut.png")
 
     text = verdict.inner_text()
-    assert f"Verdict: {'' if label == 'inconclusive' else 'likely '}{label}" in text and f"{score:.3f}" in text
+    assert (
+        f"Verdict: {'' if label == 'inconclusive' else 'likely '}{label}" in text and f"{score:.3f}" in text
+    )
     assert re.search(rf"#1\s+{score:.3f}\s+\d\.\d\d\s+{label}", text), text  # score, spread, verdict
     assert "model card" in text and expected.to_json()["explanation"] in text
     captions = page.locator("#faces .caption-label").all_inner_texts()
@@ -81,8 +83,12 @@ def test_upload_a_photo_and_read_the_scores(page: object, server: RunningServer)
     with page.expect_download() as download:
         report.click()
     html = Path(download.value.path()).read_text()
-    assert html.startswith("<!DOCTYPE html>") and "data:image/jpeg;base64," in html and "astronaut.jpg" in html
-    assert expected.to_json()["provenance"]["input_sha256"] in html and not re.search(r"(src|href)=\"https?:", html)
+    assert (
+        html.startswith("<!DOCTYPE html>") and "data:image/jpeg;base64," in html and "astronaut.jpg" in html
+    )
+    assert expected.to_json()["provenance"]["input_sha256"] in html and not re.search(
+        r"(src|href)=\"https?:", html
+    )
     assert page.outside_requests == []
 
 
@@ -123,9 +129,9 @@ def test_upload_a_video_and_read_the_people(page: object, astronaut_video: Path)
     verdict = page.locator("#verdict")
     expect(verdict).to_contain_text("Verdict", timeout=120_000)
     text = verdict.inner_text()
-    assert "1 person in" in text and re.search(r"\b0\s+\d\.\d{3}\s+\d+ of \d+ frames\s+(fake|real|inconclusive)", text), (
-        text
-    )
+    assert "1 person in" in text and re.search(
+        r"\b0\s+\d\.\d{3}\s+\d+ of \d+ frames\s+(fake|real|inconclusive)", text
+    ), text
     expect(page.locator("#annotated img")).to_be_visible()
     captions = page.locator("#faces .caption-label").all_inner_texts()
     assert captions and captions[0].startswith("person 0: "), captions
