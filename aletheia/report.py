@@ -36,7 +36,7 @@ text-align: left; vertical-align: top; } th { background: #f3f3f3; }
 .verdict { font-weight: bold; padding: 2px 8px; border-radius: 4px; color: #fff; }
 .fake { background: #d62728; } .real { background: #2ca02c; } .inconclusive { background: #bf7800; }
 .no_face, .error { background: #777; }
-img.picture { max-width: 100%; border: 1px solid #ccc; } img.crop { width: 72px; height: 72px; }
+img.picture { max-width: 100%; min-width: min(100%, 24rem); border: 1px solid #ccc; } img.crop { width: 72px; height: 72px; }
 .warnings li { color: #7a4a00; } code { font-size: 12px; } .small { color: #555; font-size: 12px; }
 section.input { break-inside: avoid-page; }
 @media print { body { margin: 0; max-width: none; font-size: 11px; } h2 { break-after: avoid; }
