@@ -84,6 +84,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         help="classifier runtime (default auto: ONNX Runtime on a CPU, torch on a GPU)",
     )
     p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
+    _add_tta(p)
     p.add_argument(
         "--min-face-size", type=int, help="smallest face to look for, in pixels (default: adaptive)"
     )
@@ -113,6 +114,87 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_run_detect)
+
+
+def _add_tta(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tta",
+        choices=("none", "mirror", "mirror_zoom"),
+        default="mirror",
+        help="test-time augmentation: score each face also mirrored (default; mirror_zoom: and zoomed) and average "
+        "in logit space; a face whose views disagree is inconclusive. none: one view, half the classifier time",
+    )
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="score images and videos and write one self-contained HTML report (printable to PDF)"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
+    p.add_argument("--output", "-o", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--model", help="model name, published weights name, or checkpoint file")
+    p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
+    p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
+    p.add_argument(
+        "--assume-face", action="store_true", help="skip detection; score each whole image as one face"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    _add_tta(p)
+    p.add_argument("--frames", type=int, default=32, help="videos: frames sampled evenly (default 32)")
+    p.add_argument(
+        "--track-strategy", choices=("mean_logit", "confident", "max"), default="mean_logit",
+        help="videos: how a person's faces make one score (default mean_logit)",
+    )  # fmt: skip
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import torch
+
+    from aletheia.io import IMAGE_EXTENSIONS, InputError, load_image, walk_inputs
+    from aletheia.models.checkpoints import CheckpointError
+    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.report import ReportItem, model_card_limits, write_report
+    from aletheia.scan import ScanSettings, build_detectors, detect_in_order
+    from aletheia.video import VIDEO_EXTENSIONS, VideoResult
+
+    inputs = list(walk_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+    if not inputs:
+        raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
+    if args.model is None and not DEFAULT_MODEL.is_file():
+        raise UsageError(NO_MODEL_HELP)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
+    if args.output.is_dir():
+        raise UsageError(f"{args.output} is a folder; --output names the HTML file to write")
+    settings = ScanSettings(model=args.model, arch=args.arch, device=args.device, threshold=args.threshold,
+                            assume_face=args.assume_face, frames=args.frames, track_strategy=args.track_strategy,
+                            tta=args.tta)  # fmt: skip
+    try:
+        pipeline, videos = build_detectors(settings)
+    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from exc
+    items = []
+    for result in detect_in_order(pipeline, videos, inputs, args.assume_face):
+        image = None
+        if not isinstance(result, VideoResult) and result.error is None:
+            try:
+                image = load_image(result.path)
+            except InputError:  # changed since it was scored: the report shows no picture for it
+                image = None
+        if result.error is not None:
+            print(f"error: {_printable(result.error)}", file=sys.stderr)
+        items.append(ReportItem(result, image))
+    write_report(args.output, items, model_card_limits(pipeline.config.weights_path))
+    failed = sum(item.result.error is not None for item in items)
+    flagged = sum(item.result.label == "fake" for item in items)
+    print(f"aletheia report: {args.output}: {flagged} of {len(items)} inputs flagged fake, {failed} failed",
+          file=sys.stderr)  # fmt: skip
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 def _add_faces(sub: argparse._SubParsersAction) -> None:
@@ -222,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(sub)
     _add_models(sub)
     _add_serve(sub)
+    _add_report(sub)
     add_training_commands(sub, _usage_errors)
     return parser
 
@@ -266,7 +349,7 @@ def _scan_settings(args: argparse.Namespace):
         model=args.model, arch=args.arch, device=args.device, threshold=args.threshold,
         face_policy=args.face_policy, batch_size=args.batch_size, min_face_size=args.min_face_size,
         backend=args.backend, assume_face=args.assume_face, frames=args.frames, fps=args.fps,
-        track_strategy=args.track_strategy, threads=threads,
+        track_strategy=args.track_strategy, threads=threads, tta=args.tta,
     )  # fmt: skip
 
 

@@ -37,7 +37,9 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
         "--retouch", type=float, help="share of faces, real and fake alike, given a beauty filter on the face"
     )
     p.add_argument(
-        "--blend-mask", choices=("ellipse", "landmarks"), help="self-blend mask: box ellipse or face-mesh hull (SBI)"
+        "--blend-mask",
+        choices=("ellipse", "landmarks"),
+        help="self-blend mask: box ellipse or face-mesh hull (SBI)",
     )
     p.add_argument("--pseudo-generate", type=float, help="fraction of fake draws made pseudo-generated faces")
     p.add_argument("--exclude-method", nargs="+", dest="exclude_methods", help="methods left out of training")
@@ -118,6 +120,15 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p.add_argument(
         "--target-fpr", type=float, default=0.05, help="share of real faces flagged at the threshold"
     )
+    p.add_argument(
+        "--band-accuracy", type=float, default=0.95,
+        help="the inconclusive band is the narrowest that leaves this share of the faces outside it right "
+        "(balanced over real and fake; default 0.95)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tta", choices=("none", "mirror", "mirror_zoom"), default="mirror",
+        help="test-time augmentation to fit with: the one inference will use (default mirror, as inference's)",
+    )  # fmt: skip
     p.set_defaults(handler=handler_for(_run_calibrate))
 
     p = sub.add_parser("runs", help="list or show recorded runs")
@@ -238,8 +249,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from aletheia.training.calibrate import calibrate
 
-    summary = calibrate(args.model, args.run_dir, args.output, args.target_fpr)
+    if not 0.5 < args.band_accuracy < 1.0:
+        raise ValueError(f"--band-accuracy must be between 0.5 and 1, got {args.band_accuracy}")
+    summary = calibrate(args.model, args.run_dir, args.output, args.target_fpr, tta=args.tta,
+                        band_accuracy=args.band_accuracy)  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
+    v = summary["verdicts"]
+    print(f"inconclusive band {v['band'][0]:.3f}-{v['band'][1]:.3f} around threshold {summary['threshold']:.3f} "
+          f"(tta {v['tta']}): {v['share_inconclusive']:.1%} of {summary['validation_faces']} validation faces "
+          f"inconclusive ({v['share_in_band']:.1%} in the band, {v['share_unstable']:.1%} unstable); accuracy "
+          f"outside {v['accuracy_outside']:.1%}, balanced {v['balanced_accuracy_outside']:.1%}"
+          + ("" if v["target_met"] else f" (the {args.band_accuracy:.0%} target could not be met)"))  # fmt: skip
     return 0
 
 

@@ -6,19 +6,24 @@ the classifier in one batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from aletheia import tta as augment
+from aletheia.caveats import face_caveats, image_caveats, rule_caveats, unstable_caveat
 from aletheia.faces.extract import FaceDetector, FacePolicy, crop_face
 from aletheia.io import ImageInput, InputError, load_image
 from aletheia.models.config import ModelConfig
 from aletheia.models.inference import open_classifier
 from aletheia.models.preprocessing import check_face_policy
 from aletheia.overlap import default_workers, ordered_map
-from aletheia.results import FaceResult, ImageResult
+from aletheia.provenance import InputFacts, Provenance, input_facts
+from aletheia.results import DEFAULT_MAX_SPREAD, DecisionRule, FaceResult, ImageResult
 
 
 @dataclass
@@ -29,6 +34,15 @@ class _Pending:
     crops: np.ndarray  # (k, size, size, 3)
 
 
+class Classified(NamedTuple):
+    """The classifier's answer for n face crops, averaged over the test-time augmented views in logit space."""
+
+    logits: np.ndarray  # (n,) overall fake logit, divided by the calibration temperature
+    kind_logits: np.ndarray  # (n, len(kinds)): per kind of fake, likewise; (n, 0) for one-output models
+    spread: np.ndarray | None  # (n,) largest minus smallest fake probability across views; None without views
+    attention: np.ndarray | None  # (n, h, w) of the original view, when asked for and the model has it
+
+
 class DeepfakeDetectorPipeline:
     """Detect faces, crop them as training does, and score each one's probability of being fake.
 
@@ -37,6 +51,8 @@ class DeepfakeDetectorPipeline:
     `torch`, `onnx` (ONNX Runtime) or `openvino`; `auto` picks ONNX Runtime on a CPU and torch on a GPU. On a CPU
     the bundled model runs from its shipped ONNX file and nothing imports torch; a user's .pth needs torch to load.
     `face_policy` defaults to the one the model was trained with (asking for another is allowed, with a warning).
+    `tta` scores each face as several views averaged in logit space (`aletheia.tta`: "mirror" by default,
+    "none", or "mirror_zoom"); a face whose views disagree by more than the model's spread limit is inconclusive.
     """
 
     def __init__(
@@ -50,7 +66,9 @@ class DeepfakeDetectorPipeline:
         batch_size: int = 32,
         min_face_size: int | None = None,
         backend: str = "auto",
+        tta: str = augment.DEFAULT_TTA,
     ) -> None:
+        self.tta = augment.check_mode(tta)
         self.device = device
         # ONNX Runtime is 2.5-7x faster than eager torch on a CPU, with the same scores (tests/models/test_runtime.py).
         self.classifier, self.config, self.model_label = open_classifier(
@@ -64,6 +82,14 @@ class DeepfakeDetectorPipeline:
         self.preprocessing = replace(self.config, face_policy=self.face_policy).preprocessing
         self.batch_size = max(1, int(batch_size))
         self.detector = FaceDetector(min_face_size=min_face_size, device=device)
+        self.rule = DecisionRule(
+            self.config.threshold, self.config.band, self.config.max_spread or DEFAULT_MAX_SPREAD
+        )
+
+    @property
+    def model_sha256(self) -> str | None:
+        """SHA-256 of the weights file, hashed once when the model loaded."""
+        return self.config.weights_sha256
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -74,13 +100,17 @@ class DeepfakeDetectorPipeline:
         assume_face: bool = False,
         return_attention: bool = False,
         path: str | None = None,
+        facts: InputFacts | None = None,
     ) -> ImageResult:
         """Score every face in one image (a path, bytes, PIL image or RGB array).
 
-        Raises `InputError` for an unreadable image; `predict_many` turns that into an error result instead.
+        `facts` (its file's hash and JPEG quality) are read from `image` unless given: a caller that decoded the
+        file itself passes them. Raises `InputError` for an unreadable image; `predict_many` turns that into an
+        error result instead.
         """
         name = path if path is not None else (str(image) if isinstance(image, (str, Path)) else "<image>")
-        pending = self._detect(load_image(image), name, assume_face)
+        facts = facts if facts is not None else input_facts(image)
+        pending = self._detect(load_image(image), name, assume_face, facts)
         self._classify([pending], return_attention=return_attention)
         return pending.result
 
@@ -95,10 +125,12 @@ class DeepfakeDetectorPipeline:
         """
 
         def detect(source: str | Path) -> _Pending:
+            facts = input_facts(source)
             try:
-                return self._detect(load_image(source), str(source), assume_face)
+                return self._detect(load_image(source), str(source), assume_face, facts)
             except InputError as exc:
-                return _Pending(self._empty_result(str(source), error=str(exc)), _no_crops(self.config))
+                error = self._empty_result(str(source), error=str(exc), facts=facts)
+                return _Pending(error, _no_crops(self.config))
 
         workers = default_workers() if workers is None else workers
         # Photos in flight are decoded one at a time per thread; found faces (crops only) wait for a whole batch.
@@ -129,8 +161,9 @@ class DeepfakeDetectorPipeline:
         return _sigmoid(self.logits(crops))
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
-        """Classifier logits (overall fake) for face crops, divided by the model's calibration temperature."""
-        return self._logits(crops)[0]
+        """Classifier logits (overall fake) for face crops, divided by the model's calibration temperature and
+        averaged over the test-time augmented views."""
+        return self.classify(crops).logits
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -140,33 +173,90 @@ class DeepfakeDetectorPipeline:
     def logits_by_kind(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(overall logits (n,), per-kind logits (n, len(kinds))) for face crops from one pass, both divided by the
         calibration temperature; the second is (n, 0) for one-output models."""
-        overall, per_kind, _ = self._logits(crops)
+        overall, per_kind, _, _ = self.classify(crops)
         return overall, per_kind
+
+    def classify(self, crops: np.ndarray, return_attention: bool = False) -> Classified:
+        """The classifier's answer for face crops: every face and its augmented views in one pass per batch."""
+        views = augment.views_of(self.tta)
+        logits, maps, spreads = [], [], []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start : start + self.batch_size]
+            batch = self.preprocessing.normalise(augment.expand(chunk, self.tta))
+            batch_logits, batch_maps = self.classifier.infer(
+                batch, with_attention=return_attention and self.config.has_attention
+            )
+            if batch_maps is not None:
+                maps.append(batch_maps[:, 0].astype(np.float32)[::views])  # the original view's
+            batch_logits = batch_logits.astype(np.float32).reshape(len(chunk), views, -1) / self.config.temperature
+            probabilities = _sigmoid(batch_logits[:, :, 0])
+            spreads.append(probabilities.max(axis=1) - probabilities.min(axis=1))
+            logits.append(batch_logits.mean(axis=1))
+        attention = np.concatenate(maps) if maps else None
+        if not logits:
+            return Classified(np.zeros(0), np.zeros((0, len(self.kinds))), None, attention)
+        joined = np.concatenate(logits)
+        spread = np.concatenate(spreads) if views > 1 else None
+        return Classified(joined[:, 0], joined[:, 1:], spread, attention)
+
+    def with_tta(self, mode: str | None) -> DeepfakeDetectorPipeline:
+        """This pipeline with another test-time augmentation (None: its own), sharing its loaded models."""
+        if mode is None or mode == self.tta:
+            return self
+        twin = copy.copy(self)
+        twin.tta = augment.check_mode(mode)
+        return twin
+
+    def provenance(self, facts: InputFacts | None) -> Provenance:
+        return Provenance.now(self.model_sha256, None if facts is None else facts.sha256)
+
+    def error_result(self, path: str, error: str) -> ImageResult:
+        """The result of an input that could not be read (its hash when its bytes could be)."""
+        return self._empty_result(path, error=error, facts=input_facts(path))
 
     # -- the steps ----------------------------------------------------------------------------------------------
 
-    def _empty_result(self, path: str, error: str | None = None) -> ImageResult:
-        return ImageResult(path=path, threshold=self.threshold, model=self.model_label, error=error)
+    def _empty_result(
+        self, path: str, error: str | None = None, facts: InputFacts | None = None
+    ) -> ImageResult:
+        return ImageResult(
+            path=path, threshold=self.threshold, model=self.model_label, error=error, rule=self.rule,
+            tta=self.tta, provenance=self.provenance(facts),
+        )  # fmt: skip
 
-    def _detect(self, image: np.ndarray, path: str, assume_face: bool) -> _Pending:
+    def _detect(
+        self, image: np.ndarray, path: str, assume_face: bool, facts: InputFacts | None = None
+    ) -> _Pending:
         height, width = image.shape[:2]
-        result = self._empty_result(path)
+        result = self._empty_result(path, facts=facts)
         result.width, result.height = width, height
+        result.warnings = image_caveats(width, height, facts.jpeg_quality if facts else None)
+        result.warnings += rule_caveats(self.rule.default_band, self.tta)
         size = self.config.input_size
         if assume_face:
             box = np.array([0, 0, width, height], dtype=np.float32)
             crop = crop_face(image, box, self.face_policy, size, margin=0.0)
             result.faces.append(
-                FaceResult(box=box, keypoints=np.zeros((0, 2)), detection_score=1.0, score=np.nan)
+                FaceResult(
+                    box=box,
+                    keypoints=np.zeros((0, 2)),
+                    detection_score=1.0,
+                    score=np.nan,
+                    warnings=face_caveats(box, crop, width, height, whole_image=True),
+                )  # fmt: skip
             )
             return _Pending(result, crop[None])
         faces = self.detector.detect(image)
         crops = [self.crop_face(image, face.box) for face in faces]
-        for face in faces:
+        for face, crop in zip(faces, crops, strict=True):
             result.faces.append(
                 FaceResult(
-                    box=face.box, keypoints=face.keypoints, detection_score=face.detection_score, score=np.nan
-                )
+                    box=face.box,
+                    keypoints=face.keypoints,
+                    detection_score=face.detection_score,
+                    score=np.nan,
+                    warnings=face_caveats(face.box, crop, width, height),
+                )  # fmt: skip
             )
         return _Pending(result, np.stack(crops) if crops else _no_crops(self.config))
 
@@ -176,7 +266,7 @@ class DeepfakeDetectorPipeline:
         if sum(counts) == 0:
             return
         all_crops = np.concatenate([p.crops for p in pending])
-        logits, kind_logits, attention = self._logits(all_crops, return_attention)
+        logits, kind_logits, spread, attention = self.classify(all_crops, return_attention)
         scores, kind_scores = _sigmoid(logits), _sigmoid(kind_logits)
         start = 0
         for item, count in zip(pending, counts, strict=True):
@@ -184,29 +274,13 @@ class DeepfakeDetectorPipeline:
                 face.score = float(scores[start + i])
                 face.scores = dict(zip(self.kinds, map(float, kind_scores[start + i]), strict=True))
                 face.crop = item.crops[i]
+                if spread is not None:
+                    face.spread = float(spread[start + i])
+                    if face.spread > self.rule.max_spread:
+                        face.warnings.append(unstable_caveat(face.spread, self.rule.max_spread))
                 if attention is not None:
                     face.attention = attention[start + i]
             start += count
-
-    def _logits(
-        self, crops: np.ndarray, return_attention: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(overall logits (n,), per-kind logits (n, len(kinds)), attention maps or None), all from one pass."""
-        logits, kind_logits, maps = [], [], []
-        for start in range(0, len(crops), self.batch_size):
-            batch = self.preprocessing.normalise(crops[start : start + self.batch_size])
-            batch_logits, batch_maps = self.classifier.infer(
-                batch, with_attention=return_attention and self.config.has_attention
-            )
-            if batch_maps is not None:
-                maps.append(batch_maps[:, 0].astype(np.float32))
-            batch_logits = batch_logits.astype(np.float32).reshape(len(batch), -1) / self.config.temperature
-            logits.append(batch_logits[:, 0])
-            kind_logits.append(batch_logits[:, 1:])
-        attention = np.concatenate(maps) if maps else None
-        if not logits:
-            return np.zeros(0), np.zeros((0, len(self.kinds))), attention
-        return np.concatenate(logits), np.concatenate(kind_logits), attention
 
 
 def _no_crops(config: ModelConfig) -> np.ndarray:

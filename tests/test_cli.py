@@ -17,8 +17,9 @@ from aletheia.cli import main
 
 ASTRONAUT = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
 ALETHEIA = Path(sys.executable).parent / "aletheia"
-JSON_KEYS = ["path", "kind", "score", "label", "threshold", "model", "faces", "error"]
-FACE_KEYS = ["box", "detection_score", "score", "keypoints"]
+JSON_KEYS = ["path", "kind", "score", "label", "explanation", "threshold", "band", "tta", "model", "faces", "warnings",
+             "error", "provenance"]  # fmt: skip
+FACE_KEYS = ["box", "detection_score", "score", "label", "spread", "warnings", "keypoints"]
 
 
 @pytest.fixture()
@@ -47,7 +48,11 @@ def test_detect_jsonl_over_a_folder(folder: Path, b4_checkpoint: Path, tmp_path:
         assert list(record) == JSON_KEYS
         assert record["kind"] == "image" and record["model"] == b4_checkpoint.name
     good, truncated, text, nested = records
-    assert good["label"] in ("fake", "real") and good["error"] is None and good["threshold"] == 0.5
+    assert (
+        good["label"] in ("fake", "real", "inconclusive")
+        and good["error"] is None
+        and good["threshold"] == 0.5
+    )
     assert len(good["faces"]) == 1 and list(good["faces"][0]) == FACE_KEYS
     assert len(good["faces"][0]["keypoints"]) == 6
     assert good["score"] == max(f["score"] for f in good["faces"])
@@ -98,9 +103,11 @@ def test_detect_csv_table_threshold_and_assume_face(b4_checkpoint: Path, tmp_pat
         == 0
     )
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["label", "score", "manip.", "gen.", "faces", "path"]
+    assert table[0].split() == ["label", "score", "manip.", "gen.", "faces", "path", "/", "warnings"]
     row = table[1].split()
     assert row[0] == "real" and row[2:5] == ["-", "-", "1"]  # a one-output model has no per-kind scores
+    assert table[2].split()[:3] == ["face", "#1", "real"] and table[2].split()[4:6] == ["-", "-"]
+    assert table[-1].startswith("0 of 1 inputs flagged fake, 0 inconclusive; 0 of 1 faces")
 
 
 @pytest.mark.parametrize(
@@ -179,7 +186,7 @@ def test_console_script_runs(b4_checkpoint: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     (record,) = _lines(proc.stdout)
-    assert record["label"] in ("fake", "real") and len(record["faces"]) == 1
+    assert record["label"] in ("fake", "real", "inconclusive") and len(record["faces"]) == 1
     listing = subprocess.run([str(ALETHEIA), "weights", "list"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "EfficientNetAutoAttB4_DFDC" in listing.stdout
 
@@ -222,7 +229,11 @@ def test_detect_mixes_images_and_videos_and_plots_timelines(
     image, video, broken = _lines(capsys.readouterr().out)
     assert image["kind"] == "image" and len(image["faces"]) == 1
     assert video["kind"] == "video" and len(video["frames"]) == 4 and len(video["tracks"]) == 1
-    assert video["score"] == video["tracks"][0]["score"] and video["label"] in ("fake", "real")
+    assert video["score"] == video["tracks"][0]["score"] and video["label"] in (
+        "fake",
+        "real",
+        "inconclusive",
+    )
     assert broken["label"] == "error" and broken["error"]
     assert [p.name for p in plots.glob("*.png")] == ["00001_b.png"]
 
@@ -234,5 +245,5 @@ def test_detect_uses_the_bundled_default_model(capsys) -> None:
         pytest.skip("no default model bundled in this checkout")
     assert main(["detect", str(ASTRONAUT), "--no-progress"]) == 0
     (record,) = _lines(capsys.readouterr().out)
-    assert record["model"] == DEFAULT_MODEL.name and record["label"] in ("real", "fake")
+    assert record["model"] == DEFAULT_MODEL.name and record["label"] in ("real", "fake", "inconclusive")
     assert record["threshold"] != 0.5  # the calibrated threshold stored with the model

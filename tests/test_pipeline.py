@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ def test_predict_returns_scored_faces_in_original_pixels(pipeline: DeepfakeDetec
     result = pipeline.predict(ASTRONAUT)
     assert pipeline.model_label == "EfficientNetAutoAttB4_DFDC_bestval.pth"
     assert pipeline.config.name == "EfficientNetAutoAttB4"
-    assert result.label in ("fake", "real") and len(result.faces) == 1
+    assert result.label in ("fake", "real", "inconclusive") and len(result.faces) == 1
     face = result.faces[0]
     assert 0.0 < face.score < 1.0 and face.detection_score > 0.75
     assert face.crop.shape == (224, 224, 3) and face.keypoints.shape == (6, 2)
@@ -77,10 +79,19 @@ def test_no_face_and_assume_face(pipeline: DeepfakeDetectorPipeline) -> None:
 
 
 def test_threshold_sets_the_label(b4_checkpoint: Path, pipeline: DeepfakeDetectorPipeline) -> None:
-    score = pipeline.predict(ASTRONAUT).score
-    low = DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint, threshold=max(0.0, score - 1e-3))
-    high = DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint, threshold=min(1.0, score + 1e-3))
-    assert low.predict(ASTRONAUT).label == "fake" and high.predict(ASTRONAUT).label == "real"
+    """Far below the score: fake; far above: real; next to it, inside the band around the threshold: inconclusive."""
+    result = pipeline.predict(ASTRONAUT)
+    assert result.faces[0].spread is not None and result.faces[0].spread <= pipeline.rule.max_spread
+    logit = math.log(result.score / (1 - result.score))
+    labels = {}
+    for shift in (-2.0, -0.01, 0.01, 2.0):  # in logit space; the default band is +-0.5 around the threshold
+        judged = dataclasses.replace(result, threshold=1 / (1 + math.exp(-(logit - shift))))
+        labels[shift] = judged.label
+        low, high = judged.band
+        assert low < judged.threshold < high
+    assert labels == {-2.0: "real", -0.01: "inconclusive", 0.01: "inconclusive", 2.0: "fake"}
+    at_zero = DeepfakeDetectorPipeline(model_checkpoint=b4_checkpoint, threshold=0.0).predict(ASTRONAUT)
+    assert at_zero.label == "fake" and at_zero.band == (0.0, 0.0)  # no band at the ends of the scale
 
 
 def test_predict_many_reports_bad_files_and_goes_on(

@@ -20,6 +20,7 @@ from aletheia.io import scan_inputs, walk_inputs
 from aletheia.models.loader import DEFAULT_MODEL
 from aletheia.scan import ScanSettings, build_detectors, open_sink, run_scan
 from aletheia.scan.parquet import ParquetAppender, known_kinds, read_records
+from tests.records import timeless
 
 ASTRONAUT = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
 ALETHEIA = Path(sys.executable).parent / "aletheia"
@@ -43,7 +44,7 @@ def _photos(folder: Path, count: int, size: int = 160) -> list[Path]:
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return timeless([json.loads(line) for line in path.read_text().splitlines()])
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +251,7 @@ def test_parquet_keeps_every_field_of_the_json_lines(
     out = tmp_path / "out.parquet"
     assert main(["detect", str(photos), "-o", str(out), "--format", "parquet", "--row-group-size", "3",
                  "--batch-size", "4", "--no-progress"]) == 1  # fmt: skip
-    assert read_records(out) == serial
+    assert timeless(read_records(out)) == serial
     # A video too: a row per sampled frame and face, its people as JSON; the same JSON lines back.
     video = tmp_path / "clip.mp4"
     write_video(video, _moving_astronaut(), fps=6)
@@ -261,7 +262,7 @@ def test_parquet_keeps_every_field_of_the_json_lines(
         main(["detect", *both, "-o", str(table), "--format", "parquet", "--frames", "4", "--no-progress"])
         == 0
     )
-    assert read_records(table) == _lines(lines)
+    assert timeless(read_records(table)) == _lines(lines)
     assert _lines(lines)[0]["kind"] == "video" and _lines(lines)[0]["tracks"]
 
 

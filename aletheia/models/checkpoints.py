@@ -79,7 +79,9 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
 
 
 # Settings a checkpoint may carry beside its weights; they override the registry's defaults for that model.
-METADATA_KEYS = ("architecture", "threshold", "temperature", "crop_margin", "preprocessing", "model_card")
+METADATA_KEYS = (
+    "architecture", "threshold", "temperature", "crop_margin", "model_card", "preprocessing", "band", "max_spread", "tta",
+)  # fmt: skip
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[StateDict, dict]:
@@ -128,6 +130,37 @@ def _check_metadata(metadata: dict, source: str) -> None:
             number = math.nan
         if not (math.isfinite(number) and valid(number)):
             raise CheckpointError(f"{source}: its {key} must be {rule}, got {value!r}")
+    _check_band(metadata, source)
+
+
+def _check_band(metadata: dict, source: str) -> None:
+    """The verdict settings `aletheia calibrate` stores: an inconclusive band (low, high) that holds the threshold,
+    a spread limit above 0, and the test-time augmentation they were fitted with."""
+    from aletheia.tta import TTA_MODES
+
+    if "band" in metadata:
+        band = metadata["band"]
+        try:
+            low, high = (float(v) for v in band)
+        except (TypeError, ValueError, RuntimeError):
+            low, high = math.nan, math.nan
+        threshold = float(metadata.get("threshold", 0.5))
+        if not (0 < low <= threshold <= high < 1):
+            raise CheckpointError(
+                f"{source}: its band must be (low, high) with 0 < low <= threshold ({threshold}) <= high < 1, "
+                f"got {band!r}"
+            )
+        metadata["band"] = (low, high)
+    if "max_spread" in metadata:
+        value = metadata["max_spread"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise CheckpointError(
+                f"{source}: its max_spread must be a number above 0 and at most 1, got {value!r}"
+            )
+    if "tta" in metadata and metadata["tta"] not in TTA_MODES:
+        raise CheckpointError(
+            f"{source}: its tta must be one of {', '.join(TTA_MODES)}, got {metadata['tta']!r}"
+        )
 
 
 def _extract_state_dict(obj: object, source: str) -> StateDict:

@@ -37,6 +37,14 @@ class ModelConfig:
     kinds: tuple[str, ...] = ()  # models scoring each kind of fake: logits [N, 1 + K] (see efficientnet.py)
     description: str = ""
     face_policy: str = "scale"  # how faces were cut for training (aletheia.faces.extract.crop_face)
+    # Set from a calibrated checkpoint (`aletheia calibrate`): the inconclusive band around the threshold chosen on
+    # validation (None: results.DEFAULT_BAND_LOGIT), the largest spread across augmented views that still allows a
+    # call, and the test-time augmentation these were fitted with.
+    band: tuple[float, float] | None = None
+    max_spread: float | None = None
+    calibrated_tta: str | None = None
+    weights_sha256: str | None = None  # of the checkpoint file the weights were read from
+    weights_path: str | None = None  # that file (its MODEL_CARD.md, if any, sits beside it)
 
     @property
     def preprocessing(self) -> Preprocessing:

@@ -207,6 +207,12 @@ def config_from_metadata(metadata: dict[str, Any], source: str) -> ModelConfig:
             has_attention=bool(metadata["has_attention"]),
             kinds=tuple(metadata.get("kinds", ())),
             face_policy=settings.face_policy,
+            band=None if metadata.get("band") is None else tuple(float(v) for v in metadata["band"]),
+            max_spread=None if metadata.get("max_spread") is None else float(metadata["max_spread"]),
+            calibrated_tta=metadata.get("tta"),
+            # Provenance names the weights the export was made from, as it would for the checkpoint itself.
+            weights_sha256=metadata.get("source_sha256"),
+            weights_path=metadata.get("checkpoint_path"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: incomplete export metadata ({exc})") from exc
@@ -238,6 +244,7 @@ def exported_model(checkpoint: str | os.PathLike[str], warn_if_stale: bool = Tru
                 stacklevel=2,
             )
         return None
+    metadata = {**metadata, "checkpoint_path": str(checkpoint)}
     return ExportedModel(onnx, config_from_metadata(metadata, str(sidecar)), metadata)
 
 

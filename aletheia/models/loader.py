@@ -6,12 +6,14 @@ so detection never reaches the network on its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aletheia.models.config import ModelConfig
 from aletheia.models.inference import BUNDLED_MODEL as DEFAULT_MODEL
 from aletheia.models.preprocessing import apply_stored
+from aletheia.provenance import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +65,7 @@ def load_classifier(
             else metadata.get("architecture") or infer_architecture(state)
         )
         model, label = model_from_state_dict(name, state, source=str(path)), path.name
+        weights = path
     elif model_name in PUBLISHED_WEIGHTS:
         path = cached_weights_path(model_name)
         if not path.is_file():
@@ -72,6 +75,7 @@ def load_classifier(
             )
         name = PUBLISHED_WEIGHTS[model_name].architecture
         model, label = model_from_state_dict(name, load_state_dict_file(path), source=str(path)), model_name
+        weights = path
     elif model_name is not None:
         raise CheckpointError(
             f"{get_config(model_name).name} is an architecture without trained weights: pass a checkpoint file "
@@ -82,7 +86,9 @@ def load_classifier(
             "no model given: pass a checkpoint file or a published weights name "
             f"({', '.join(PUBLISHED_WEIGHTS)}); registered architectures: {', '.join(list_models())}"
         )
-    # A calibrated checkpoint carries its own decision threshold, temperature and crop margin (`aletheia calibrate`),
-    # a trained one its preprocessing: they win over the architecture's defaults.
-    config = apply_stored(get_config(name), metadata, label)
+    # A calibrated checkpoint carries its own decision threshold, temperature, crop margin and verdict band
+    # (`aletheia calibrate`), a trained one its preprocessing: they win over the architecture's defaults. The file's
+    # hash, taken once here, goes into every result's provenance.
+    config = replace(apply_stored(get_config(name), metadata, label), weights_sha256=sha256_file(weights),
+                     weights_path=str(weights))  # fmt: skip
     return model.to(device), config, label

@@ -100,6 +100,13 @@ def apply_stored(config: ModelConfig, metadata: dict[str, Any], source: str) -> 
     for key in ("threshold", "temperature", "crop_margin"):
         if key in metadata:
             changes[key] = float(metadata[key])
+    # The verdict band, spread limit and test-time augmentation they were fitted with (`aletheia calibrate`).
+    if metadata.get("band") is not None:
+        changes["band"] = tuple(float(v) for v in metadata["band"])
+    if metadata.get("max_spread") is not None:
+        changes["max_spread"] = float(metadata["max_spread"])
+    if metadata.get("tta") is not None:
+        changes["calibrated_tta"] = str(metadata["tta"])
     stored = metadata.get("preprocessing")
     if isinstance(stored, dict):
         settings = Preprocessing.from_json(stored, source)

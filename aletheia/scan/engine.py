@@ -34,6 +34,7 @@ class ScanSettings:
     batch_size: int = 32
     min_face_size: int | None = None
     backend: str = "auto"
+    tta: str = "mirror"
     assume_face: bool = False
     frames: int = 32
     fps: float | None = None
@@ -72,6 +73,7 @@ def build_detectors(settings: ScanSettings):
         batch_size=settings.batch_size,
         min_face_size=settings.min_face_size,
         backend=settings.backend,
+        tta=settings.tta,
     )
     videos = VideoDetector(
         pipeline, num_frames=settings.frames, fps=settings.fps, strategy=settings.track_strategy
@@ -82,8 +84,7 @@ def build_detectors(settings: ScanSettings):
 def detect_in_order(pipeline, videos, items: Iterable[ScannedInput], assume_face: bool) -> Iterator:
     """Every input's result, in order: what the walk could not read is reported with its problem, the rest goes
     through predict_media in runs."""
-    from aletheia.results import ImageResult
-    from aletheia.video import VideoResult, is_video_path, predict_media
+    from aletheia.video import is_video_path, predict_media
 
     for unreadable, group in groupby(items, key=lambda item: item.problem is not None):
         if not unreadable:
@@ -91,11 +92,8 @@ def detect_in_order(pipeline, videos, items: Iterable[ScannedInput], assume_face
             yield from predict_media(pipeline, paths, assume_face=assume_face, videos=videos)
             continue
         for item in group:
-            common = {"path": str(item.path), "threshold": pipeline.threshold, "model": pipeline.model_label}
-            if is_video_path(item.path):
-                yield VideoResult(**common, error=item.problem, strategy=videos.strategy)
-            else:
-                yield ImageResult(**common, error=item.problem)
+            maker = videos if is_video_path(item.path) else pipeline
+            yield maker.error_result(str(item.path), item.problem)
 
 
 @dataclass
@@ -119,7 +117,7 @@ class ScanSummary:
         self.labels.update(r["label"] for r in records)
 
     def line(self) -> str:
-        order = ["fake", "real", "no_face", "error"]
+        order = ["fake", "inconclusive", "real", "no_face", "error"]
         labels = sorted(self.labels, key=lambda k: (order.index(k) if k in order else len(order), k))
         by_label = ", ".join(f"{k.replace('_', ' ')} {self.labels[k]:,}" for k in labels)
         text = f"{self.done:,} done" + (f" ({by_label})" if by_label else "")

@@ -56,7 +56,31 @@ def schema(kinds: tuple[str, ...]) -> pa.Schema:
         + [("face", i32), ("face_box", pa.list_(f64)), ("face_detection_score", f64), ("face_score", f64)]
         + [(f"face_scores_{k}", f64) for k in kinds]
         + [("face_keypoints", pa.list_(pa.list_(f64))), ("face_track", i32), ("tracks", text)]
+        + [("face_label", text), ("face_spread", f64), ("face_extra", text), ("extra", text)]
     )
+
+
+# Record keys with columns of their own; the others (explanation, band, tta, warnings, provenance, ...) travel as
+# JSON text in `extra` (per input) and `face_extra` (per face), so every JSON field survives a Parquet scan.
+_INPUT_KEYS = {
+    "path",
+    "kind",
+    "score",
+    "scores",
+    "label",
+    "threshold",
+    "model",
+    "error",
+    "faces",
+    "frames",
+    "tracks",
+}
+_FACE_KEYS = {"box", "detection_score", "score", "scores", "keypoints", "track", "label", "spread"}
+
+
+def _extra(item: dict, known: set[str]) -> str | None:
+    rest = {k: v for k, v in item.items() if k not in known}
+    return json.dumps(rest) if rest else None
 
 
 def _text(value: str | None) -> str | None:
@@ -87,6 +111,7 @@ def rows(record: dict, kinds: tuple[str, ...]) -> list[dict]:
         "error": _text(record["error"]),
         "n_faces": len(record["tracks"] if video else record["faces"]),
         "tracks": json.dumps(record["tracks"]) if video else None,
+        "extra": _extra(record, _INPUT_KEYS),
     }
 
     def face_row(extra: dict, number: int | None, face: dict | None) -> dict:
@@ -99,6 +124,9 @@ def rows(record: dict, kinds: tuple[str, ...]) -> list[dict]:
                 **{f"face_scores_{k}": face.get("scores", {}).get(k) for k in kinds},
                 "face_keypoints": face["keypoints"],
                 "face_track": face.get("track"),
+                "face_label": face.get("label"),
+                "face_spread": face.get("spread"),
+                "face_extra": _extra(face, _FACE_KEYS),
             }
         return row
 
@@ -135,6 +163,7 @@ def read_records(source: str | Path | pa.Table) -> list[dict]:
             else:
                 record["faces"] = []
             record["error"] = row["error"]
+            record |= json.loads(row["extra"]) if row.get("extra") else {}
             records.append(record)
         if video and row["frame"] is not None and row["face"] in (None, 0):  # a frame's first row
             records[-1]["frames"].append(
@@ -150,6 +179,9 @@ def read_records(source: str | Path | pa.Table) -> list[dict]:
         face_scores = {k: row[f"face_scores_{k}"] for k in kinds if row[f"face_scores_{k}"] is not None}
         if face_scores:
             face["scores"] = face_scores
+        if row.get("face_label") is not None:
+            face |= {"label": row["face_label"], "spread": row["face_spread"]}
+        face |= json.loads(row["face_extra"]) if row.get("face_extra") else {}
         face["keypoints"] = row["face_keypoints"]
         if video:
             face["track"] = row["face_track"]

@@ -105,7 +105,8 @@ class TextSink:
                 self._csv.writeheader()
         elif fmt == "table":
             kinds = " ".join(f"{title:>6}" for _, title in KIND_COLUMNS)
-            self.out.write(f"{'label':<8} {'score':>7} {kinds} {'faces':>5}  path\n")
+            self.out.write(f"{'label':<24} {'score':>7} {kinds} {'faces':>5}  path / warnings\n")
+            self.tally = TableTally()
         self.out.flush()
 
     def _read_existing(self, path: Path) -> None:
@@ -151,17 +152,65 @@ class TextSink:
                 row["scores"] = json.dumps(record["scores"]) if "scores" in record else ""
                 self._csv.writerow(row)
             else:
-                score = "-" if record["score"] is None else f"{record['score']:.3f}"
-                by_kind = record.get("scores", {})
-                kinds = " ".join(
-                    f"{by_kind[k]:>6.3f}" if k in by_kind else f"{'-':>6}" for k, _ in KIND_COLUMNS
-                )
-                line = f"{record['label']:<8} {score:>7} {kinds} {len(faces):>5}  {record['path']}"
-                if record["error"]:
-                    line += f"  ({record['error']})"
-                self.out.write(line + "\n")
+                self.out.write(table_rows(record, faces))
+                self.tally.add(record, faces)
         self.out.flush()
 
     def close(self) -> None:
+        if self.fmt == "table":
+            self.out.write(self.tally.line() + "\n")
+            self.out.flush()
         if self.out is not sys.stdout:
             self.out.close()
+
+
+def _table_line(label: str, score: float | None, by_kind: dict, count: str, text: str) -> str:
+    shown = "-" if score is None else f"{score:.3f}"
+    kinds = " ".join(f"{by_kind[k]:>6.3f}" if k in by_kind else f"{'-':>6}" for k, _ in KIND_COLUMNS)
+    return f"{label:<24} {shown:>7} {kinds} {count:>5}  {text}".rstrip() + "\n"
+
+
+def _codes(item: dict) -> str:
+    return ", ".join(w["code"] for w in item.get("warnings") or [])
+
+
+def table_rows(record: dict, faces: list[dict]) -> str:
+    """An input's line (its verdict, best score, face count, path, warnings), then a line per face (a video: per
+    person) with its own verdict, score, spread and warnings."""
+    text = record["path"] + (f"  ({record['error']})" if record["error"] else "")
+    if codes := _codes(record):
+        text += f"  [{codes}]"
+    out = _table_line(record["label"], record["score"], record.get("scores", {}), str(len(faces)), text)
+    video = record["kind"] == "video"
+    for number, face in enumerate(faces, start=1):
+        name = f"  person {face['id']}" if video else f"  face #{number}"
+        details = []
+        if face.get("spread") is not None:
+            details.append(f"spread {face['spread']:.2f}")
+        if video:
+            details.append(f"in {len(face['frames'])} frames")
+        if codes := _codes(face):
+            details.append(f"[{codes}]")
+        label = f"{name[2:]} {face.get('label', '')}".strip()
+        out += _table_line("  " + label, face["score"], face.get("scores", {}), "", "  ".join(details))
+    return out
+
+
+class TableTally:
+    """The table's last line: how many inputs were flagged fake, of how many, and how many faces (people)."""
+
+    def __init__(self) -> None:
+        self.inputs = self.flagged = self.inconclusive = self.faces = self.faces_flagged = 0
+
+    def add(self, record: dict, faces: list[dict]) -> None:
+        self.inputs += 1
+        self.flagged += record["label"] == "fake"
+        self.inconclusive += record["label"] == "inconclusive"
+        self.faces += len(faces)
+        self.faces_flagged += sum(face.get("label") == "fake" for face in faces)
+
+    def line(self) -> str:
+        return (
+            f"{self.flagged} of {self.inputs} inputs flagged fake, {self.inconclusive} inconclusive; "
+            f"{self.faces_flagged} of {self.faces} faces (in videos: people) flagged fake"
+        )

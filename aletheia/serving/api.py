@@ -10,12 +10,13 @@ import asyncio
 import io
 import logging
 import warnings
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,10 +47,29 @@ log = logging.getLogger("aletheia.serving")
 # -- response shapes, for the OpenAPI docs (responses are ImageResult.to_json() itself, never re-serialised) ----
 
 
+Verdict = Literal["fake", "real", "inconclusive", "no_face", "error"]
+
+
+class ResultWarning(BaseModel):
+    code: str
+    message: str
+
+
+class Provenance(BaseModel):
+    aletheia_version: str
+    model_sha256: str | None
+    input_sha256: str | None
+    created: str
+
+
 class Face(BaseModel):
     box: list[float]
     detection_score: float
     score: float
+    scores: dict[str, float] | None = None
+    label: Literal["fake", "real", "inconclusive"]
+    spread: float | None
+    warnings: list[ResultWarning]
     keypoints: list[list[float]]
 
 
@@ -57,11 +77,17 @@ class DetectResult(BaseModel):
     path: str
     kind: Literal["image"]
     score: float | None
-    label: Literal["fake", "real", "no_face", "error"]
+    scores: dict[str, float] | None = None
+    label: Verdict
+    explanation: str
     threshold: float
+    band: list[float]
+    tta: str
     model: str
     faces: list[Face]
+    warnings: list[ResultWarning]
     error: str | None
+    provenance: Provenance | None
 
 
 class VideoFace(Face):
@@ -77,6 +103,9 @@ class VideoFrame(BaseModel):
 class Track(BaseModel):
     id: int
     score: float
+    scores: dict[str, float] | None = None
+    label: Literal["fake", "real", "inconclusive"]
+    warnings: list[ResultWarning]
     frames: list[int]
 
 
@@ -84,12 +113,18 @@ class VideoDetectResult(BaseModel):
     path: str
     kind: Literal["video"]
     score: float | None
-    label: Literal["fake", "real", "no_face", "error"]
+    scores: dict[str, float] | None = None
+    label: Verdict
+    explanation: str
     threshold: float
+    band: list[float]
+    tta: str
     model: str
     frames: list[VideoFrame]
     tracks: list[Track]
+    warnings: list[ResultWarning]
     error: str | None
+    provenance: Provenance | None
 
 
 class ErrorDetail(BaseModel):
@@ -100,6 +135,10 @@ class ModelInfo(BaseModel):
     name: str
     architecture: str
     threshold: float
+    band: list[float]
+    band_validated: bool
+    tta: str
+    sha256: str | None
     input_size: int
     has_attention: bool
     description: str
@@ -274,6 +313,25 @@ def build_api_router(
     def models() -> dict[str, Any]:
         return {"default": service.default_model, "models": service.describe_models()}
 
+    @router.get(
+        "/model-card",
+        response_class=PlainTextResponse,
+        responses={404: {"model": ErrorDetail, "description": "No model card is kept with this model"}},
+    )
+    def model_card(model: str | None = None) -> PlainTextResponse:
+        """The model card (markdown) kept beside a model's weights: what it was trained on and where it fails.
+        `model`: a name from GET /api/v1/models, or the `model` of a result; default: the first."""
+        by_label = {p.model_label: p for p in service.pipelines.values()}
+        try:
+            pipeline = by_label.get(model or "") or service.pipelines[service.resolve(model)]
+        except UnknownServedModelError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        weights = pipeline.config.weights_path
+        card = Path(weights).parent / "MODEL_CARD.md" if weights else None
+        if card is None or not card.is_file():
+            raise HTTPException(404, f"no model card is kept with {pipeline.model_label}")
+        return PlainTextResponse(card.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
+
     @router.post(
         "/detect",
         responses={
@@ -323,6 +381,13 @@ def build_api_router(
                 "are; max: the most fake-looking face)"
             ),
         ] = "mean_logit",
+        tta: Annotated[
+            Literal["none", "mirror", "mirror_zoom"] | None,
+            Form(
+                description="test-time augmentation: each face is also scored mirrored (mirror_zoom: and zoomed) "
+                "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror)"
+            ),
+        ] = None,
     ) -> JSONResponse:
         """Score every face in one uploaded photo, or every person (face track) in one uploaded video.
 
@@ -343,6 +408,7 @@ def build_api_router(
                     threshold=threshold,
                     num_frames=frames,
                     strategy=track_strategy,
+                    tta=tta,
                 )
             except (InputError, UnknownServedModelError) as exc:
                 raise HTTPException(422, str(exc)) from exc
@@ -351,7 +417,7 @@ def build_api_router(
             raise HTTPException(*refused)
         try:
             detection = await run_in_threadpool(
-                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face
+                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face, tta=tta
             )
         except TooLargeError as exc:
             raise HTTPException(413, str(exc)) from exc

@@ -18,12 +18,10 @@ from aletheia.video import VideoResult, plot_timeline
 
 FAKE_COLOUR = (214, 39, 40)
 REAL_COLOUR = (44, 160, 44)
+INCONCLUSIVE_COLOUR = (191, 120, 0)
+COLOURS = {"fake": FAKE_COLOUR, "real": REAL_COLOUR, "inconclusive": INCONCLUSIVE_COLOUR}
 # Large enough for a photo on a screen, small enough that encoding and sending it stays quick.
 DISPLAY_MAX_SIDE = 1600
-
-
-def face_label(score: float, threshold: float) -> str:
-    return "fake" if score >= threshold else "real"
 
 
 def shrink_for_display(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -40,7 +38,7 @@ def draw_faces(image: np.ndarray, result: ImageResult, max_side: int = DISPLAY_M
     """A copy of the RGB image, shrunk to `max_side`, with each face boxed and labelled "#n 0.123 fake".
 
     `image` may already be a shrunk copy of the analysed photo: boxes are scaled from the result's own width.
-    Colours follow the call at the result's threshold: red for fake, green for real.
+    Colours follow each face's verdict at the result's threshold: red fake, green real, amber inconclusive.
     """
     canvas = Image.fromarray(shrink_for_display(image, max_side))
     scale = canvas.size[0] / (result.width or image.shape[1])
@@ -48,10 +46,11 @@ def draw_faces(image: np.ndarray, result: ImageResult, max_side: int = DISPLAY_M
     line = max(2, round(max(canvas.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 30)))
     for number, face in enumerate(result.faces, start=1):
-        colour = FAKE_COLOUR if face.score >= result.threshold else REAL_COLOUR
+        label = result.face_label(face)
+        colour = COLOURS[label]
         x0, y0, x1, y1 = (float(v) * scale for v in face.box)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        text = f"#{number} {face.score:.3f} {face_label(face.score, result.threshold)}"
+        text = f"#{number} {face.score:.3f} {label}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = line
         text_w, text_h = right - left + 2 * pad, bottom - top + 2 * pad

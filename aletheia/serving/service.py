@@ -19,7 +19,9 @@ import numpy as np
 
 from aletheia.io import InputError, load_image_within
 from aletheia.pipeline import DeepfakeDetectorPipeline
+from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
+from aletheia.tta import check_mode
 from aletheia.video import (
     DEFAULT_NUM_FRAMES,
     TRACK_STRATEGIES,
@@ -186,6 +188,10 @@ class DetectionService:
                     "name": name,
                     "architecture": config.name,
                     "threshold": pipeline.threshold,
+                    "band": list(pipeline.rule.band_at(pipeline.threshold)),
+                    "band_validated": not pipeline.rule.default_band,
+                    "tta": pipeline.tta,
+                    "sha256": pipeline.model_sha256,
                     "input_size": config.input_size,
                     "has_attention": config.has_attention,
                     "description": config.description,
@@ -203,6 +209,7 @@ class DetectionService:
         threshold: float | None = None,
         assume_face: bool = False,
         return_attention: bool = False,
+        tta: str | None = None,
     ) -> Detection:
         """Decode and score one uploaded file; `name` (the upload's filename) becomes the result's `path`.
 
@@ -214,9 +221,11 @@ class DetectionService:
         pipeline = self.pipelines[key]
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        if tta is not None:
+            check_mode(tta)
         # The decoded photo lives until it is scored: one worker does both.
         work = self._photo_workers.submit(
-            self._decode_and_score, data, name, key, assume_face, return_attention
+            self._decode_and_score, data, name, key, assume_face, return_attention, tta
         )
         image, scale, result = work.result()
         if scale != 1.0:
@@ -226,15 +235,20 @@ class DetectionService:
         )
 
     def _decode_and_score(
-        self, data: bytes, name: str, key: str, assume_face: bool, return_attention: bool
+        self, data: bytes, name: str, key: str, assume_face: bool, return_attention: bool, tta: str | None
     ) -> tuple[np.ndarray, float, ImageResult]:
         try:
             image, scale = load_image_within(data, DECODE_PIXELS)
         except InputError as exc:
             raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
+        facts = input_facts(data)  # of the upload as sent, not of the decoded pixels
         with self._locks[key]:
-            result = self.pipelines[key].predict(
-                image, assume_face=assume_face, return_attention=return_attention, path=name
+            result = (
+                self.pipelines[key]
+                .with_tta(tta)
+                .predict(
+                    image, assume_face=assume_face, return_attention=return_attention, path=name, facts=facts
+                )
             )
         return image, scale, result
 
@@ -248,6 +262,7 @@ class DetectionService:
         num_frames: int = DEFAULT_NUM_FRAMES,
         strategy: str = "mean_logit",
         keep_crops: bool = False,
+        tta: str | None = None,
     ) -> VideoDetection:
         """Score one uploaded video: `num_frames` evenly spaced frames, each person's faces linked into a track and
         scored by `strategy`. `name` (the upload's filename) becomes the result's `path`. `keep_crops`: the faces
@@ -265,6 +280,7 @@ class DetectionService:
             raise ValueError(
                 f"unknown track strategy {strategy!r}; choose one of {', '.join(TRACK_STRATEGIES)}"
             )
+        pipeline = pipeline.with_tta(tta)
         recorder = _CropRecorder(pipeline) if keep_crops else None
         videos = VideoDetector(
             cast(DeepfakeDetectorPipeline, recorder or pipeline), num_frames=num_frames, strategy=strategy
@@ -300,9 +316,9 @@ class _CropRecorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipeline, name)
 
-    def logits_by_kind(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def classify(self, crops: np.ndarray, return_attention: bool = False) -> Any:
         self.crops.extend(np.array(crop) for crop in crops)
-        return self._pipeline.logits_by_kind(crops)
+        return self._pipeline.classify(crops, return_attention)
 
 
 def _keep_display_crops(result: VideoResult, crops: list[np.ndarray]) -> None:

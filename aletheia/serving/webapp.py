@@ -10,17 +10,21 @@ plots in per-request temporary folders: users share no files.
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
 from aletheia.io import IMAGE_EXTENSIONS, InputError
+from aletheia.report import ReportItem, model_card_limits, report_html
+from aletheia.results import EXPLANATIONS
 from aletheia.serving.render import (
     attention_overlay,
     draw_faces,
-    face_label,
     shrink_for_display,
     timeline_image,
 )
@@ -58,34 +62,70 @@ KINDS_EXPLAINED = (
 )
 READ_ADVICE = "Upload a photo (JPEG, PNG, WebP, ...) or a video (MP4, MOV, WebM, MKV, AVI)."
 
+CALLS = {"fake": "likely **fake**", "real": "likely **real**", "inconclusive": "**inconclusive**"}
+MODEL_CARD_URL = "/api/v1/model-card"
+REPORT_TTL_SECONDS = 3600
+_REPORTS = Path(tempfile.mkdtemp(prefix="aletheia-reports-"))
+
 Kept = Detection | VideoDetection
 Outputs = tuple[Any, str, list[tuple[Any, str]], str | None, Kept | None]
 
 
+def _warning_codes(warnings: list) -> str:
+    return ", ".join(f"`{w.code}`" for w in warnings) or "-"
+
+
+def _about(result: Any, what: str) -> list[str]:
+    """The verdict's meaning, the band, the input's warnings and the model card link, under the verdict line."""
+    low, high = result.band
+    lines = [
+        f"*{EXPLANATIONS[result.label]}*",
+        "",
+        f"Highest {what} score **{result.score:.3f}**; threshold {result.threshold:.2f}, inconclusive between "
+        f"{low:.2f} and {high:.2f}; test-time augmentation `{result.tta}`; model `{result.model}`.",
+        "",
+    ]
+    lines += [f"- ⚠ **{w.code}**: {w.message}" for w in result.warnings]
+    lines += [
+        "",
+        f"What this model gets wrong: [model card]({MODEL_CARD_URL}?model={quote(result.model)}).",
+        "",
+    ]
+    return lines
+
+
 def verdict_markdown(detection: Detection) -> str:
     result = detection.result
-    name, threshold = result.path, result.threshold
+    name = result.path
     if not result.faces:
         return (
             f"### No face found\nThe detector found no face in `{name}`, so there is nothing to score. "
-            "Try a photo where the face is larger, lit from the front and not cut off."
+            "Try a photo where the face is larger, lit from the front and not cut off.\n\n"
+            f"*{EXPLANATIONS['no_face']}*"
         )
-    call = "likely **fake**" if result.label == "fake" else "likely **real**"
-    relation = "≥" if result.label == "fake" else "<"
+    faces = len(result.faces)
     lines = [
-        f"### Verdict: {call}",
-        f"Highest face score **{result.score:.3f}** {relation} threshold {threshold:.2f} "
-        f"(model `{result.model}`, {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}).",
+        f"### Verdict: {CALLS[result.label]}",
+        f"{result.flagged} of {faces} face{'s' if faces != 1 else ''} flagged fake.",
         "",
+        *_about(result, "face"),
     ]
     kinds = list(result.faces[0].scores)  # models that score each kind of fake: manipulated, generated
     lines += [
-        "| face | fake probability | " + "".join(f"{kind} | " for kind in kinds) + "call |",
-        "|---|---|" + "---|" * len(kinds) + "---|",
+        "| face | fake probability | "
+        + "".join(f"{kind} | " for kind in kinds)
+        + "spread | call | warnings |",
+        "|---|---|" + "---|" * len(kinds) + "---|---|---|",
     ]
     for number, face in enumerate(result.faces, start=1):
         by_kind = "".join(f"{face.scores[kind]:.3f} | " for kind in kinds)
-        lines.append(f"| #{number} | {face.score:.3f} | {by_kind}{face_label(face.score, threshold)} |")
+        spread = "-" if face.spread is None else f"{face.spread:.2f}"
+        lines.append(
+            f"| #{number} | {face.score:.3f} | {by_kind}{spread} | {result.face_label(face)} "
+            f"| {_warning_codes(face.warnings)} |"
+        )
+    notes = {w.code: w.message for face in result.faces for w in face.warnings}
+    lines += ["", *(f"- **{code}**: {message}" for code, message in notes.items())]
     if kinds:
         lines += ["", KINDS_EXPLAINED]
     return "\n".join(lines)
@@ -93,7 +133,7 @@ def verdict_markdown(detection: Detection) -> str:
 
 def video_verdict_markdown(detection: VideoDetection) -> str:
     result = detection.result
-    name, threshold = result.path, result.threshold
+    name = result.path
     sampled = len(result.frames)
     if not result.tracks:
         seen = sum(len(frame.faces) for frame in result.frames)
@@ -107,46 +147,68 @@ def video_verdict_markdown(detection: VideoDetection) -> str:
             "there is nothing to score. Try a video where the face is larger, lit from the front and in view "
             "for a while, or sample more frames."
         )
-    call = "likely **fake**" if result.label == "fake" else "likely **real**"
-    relation = "≥" if result.label == "fake" else "<"
     people = len(result.tracks)
     duration = f", {result.info.duration:.1f} s" if result.info else ""
     lines = [
-        f"### Verdict: {call}",
-        f"Highest person score **{result.score:.3f}** {relation} threshold {threshold:.2f} "
-        f"(model `{result.model}`, {people} {'people' if people != 1 else 'person'} in {sampled} sampled frames"
-        f"{duration}, faces combined by `{result.strategy}`).",
+        f"### Verdict: {CALLS[result.label]}",
+        f"{result.flagged} of {people} flagged fake ({people} {'people' if people != 1 else 'person'} in {sampled} "
+        f"sampled frames{duration}, faces combined by `{result.strategy}`).",
         "",
+        *_about(result, "person"),
     ]
     kinds = list(result.tracks[0].scores)
     lines += [
-        "| person | fake probability | " + "".join(f"{kind} | " for kind in kinds) + "seen in | call |",
-        "|---|---|" + "---|" * len(kinds) + "---|---|",
+        "| person | fake probability | "
+        + "".join(f"{kind} | " for kind in kinds)
+        + "seen in | call | warnings |",
+        "|---|---|" + "---|" * len(kinds) + "---|---|---|",
     ]
+    notes: dict[str, str] = {}
     for track in result.tracks:
         by_kind = "".join(f"{track.scores[kind]:.3f} | " for kind in kinds)
+        label, warnings = result.track_verdict(track)
+        notes |= {w.code: w.message for w in warnings}
         lines.append(
             f"| {track.id} | {track.score:.3f} | {by_kind}{len(track.frames)} of {sampled} frames "
-            f"| {face_label(track.score, threshold)} |"
+            f"| {label} | {_warning_codes(warnings)} |"
         )
+    lines += ["", *(f"- **{code}**: {message}" for code, message in notes.items())]
     if kinds:
         lines += ["", KINDS_EXPLAINED]
     return "\n".join(lines)
 
 
+def report_file(detection: Kept | None, service: DetectionService) -> str | None:
+    """The HTML report of the kept result, written to a temporary file of its own for the download button."""
+    if detection is None:
+        return None
+    result = detection.result
+    image = detection.image if isinstance(detection, Detection) else None
+    pipeline = service.pipelines.get(result.model)
+    limits = model_card_limits(pipeline.config.weights_path) if pipeline is not None else None
+    for old in _REPORTS.glob("*/*.html"):  # Gradio serves its own copy; ours are kept an hour at most
+        if time.time() - old.stat().st_mtime > REPORT_TTL_SECONDS:
+            old.unlink(missing_ok=True)
+            old.parent.rmdir()
+    folder = Path(tempfile.mkdtemp(dir=_REPORTS))  # a folder per report: two uploads of one name never clash
+    path = folder / f"{Path(result.path).stem or 'upload'}-report.html"
+    path.write_text(report_html([ReportItem(result, image)], limits), encoding="utf-8")
+    return str(path)
+
+
 def video_gallery(result: VideoResult) -> list[tuple[Any, str]]:
     """The kept face crops, person by person: the first captioned with the person's score and call, the others
     with the face's own score and time."""
-    scores = {track.id: track.score for track in result.tracks}
+    tracks = {track.id: track for track in result.tracks}
     by_track: dict[int, list[tuple[Any, str]]] = {}
     for frame in result.frames:
         for face in frame.faces:
-            if face.crop is None or face.track not in scores:
+            if face.crop is None or face.track not in tracks:
                 continue
             shown = by_track.setdefault(face.track, [])
             if not shown:
-                score = scores[face.track]
-                caption = f"person {face.track}: {score:.3f} {face_label(score, result.threshold)}"
+                track = tracks[face.track]
+                caption = f"person {face.track}: {track.score:.3f} {result.track_verdict(track)[0]}"
             else:
                 caption = f"person {face.track} at {frame.time:.1f} s: {face.score:.3f}"
             shown.append((face.crop, caption))
@@ -173,7 +235,7 @@ def render_outputs(detection: Kept) -> Outputs:
     for number, face in enumerate(result.faces, start=1):
         if face.crop is None:
             continue
-        gallery.append((face.crop, f"#{number} {face.score:.3f} {face_label(face.score, result.threshold)}"))
+        gallery.append((face.crop, f"#{number} {face.score:.3f} {result.face_label(face)}"))
         if face.attention is not None:
             gallery.append((attention_overlay(face.crop, face.attention), f"#{number} {ATTENTION_SHORT}"))
     as_json = json.dumps(result.to_json(), indent=2)
@@ -246,12 +308,17 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return analyse(path, model, threshold, frames, strategy)
 
+    def relabelled(detection: Kept | None, threshold: float | None) -> Kept | None:
+        if detection is None or threshold is None:
+            return detection
+        if isinstance(detection, VideoDetection):
+            return VideoDetection(with_threshold(detection.result, threshold))
+        return Detection(detection.image, with_threshold(detection.result, threshold))
+
     def relabel(detection: Kept | None, threshold: float | None) -> Outputs:
         if detection is None or threshold is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        if isinstance(detection, VideoDetection):
-            return render_outputs(VideoDetection(with_threshold(detection.result, threshold)))
-        return render_outputs(Detection(detection.image, with_threshold(detection.result, threshold)))
+        return render_outputs(relabelled(detection, threshold))
 
     with gr.Blocks(
         title="Aletheia deepfake detector", analytics_enabled=False, delete_cache=(3600, 3600)
@@ -316,25 +383,59 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
                     format="png",
                     elem_id="annotated",
                 )
+                report = gr.DownloadButton(
+                    "Download report (HTML, printable to PDF)",
+                    value=None,
+                    elem_id="report",
+                    interactive=False,
+                )
         with gr.Accordion("JSON (the same as POST /api/v1/detect returns)", open=False):
             # Text, not gr.JSON: gradio_client takes any dict with a "path" key for a file to download.
             as_json = gr.Code(language="json", interactive=False, elem_id="json")
         kept = gr.State(None, time_to_live=3600)
 
+        def refresh_report(detection: Kept | None) -> Any:
+            path = report_file(detection, service)
+            return gr.DownloadButton(value=path, interactive=path is not None)
+
         outputs = [annotated, verdict, gallery, as_json, kept]
-        upload.change(analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect")
-        model.input(
-            change_model, [upload, model, frames, strategy], [threshold, *outputs], api_name="change_model"
-        )
+        events = [
+            upload.change(analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect"),
+            model.input(
+                change_model,
+                [upload, model, frames, strategy],
+                [threshold, *outputs],
+                api_name="change_model",
+            ),
+        ]
         video_settings = [kept, upload, model, threshold, frames, strategy]
-        frames.release(change_video_settings, video_settings, outputs, api_name="change_frames")
-        strategy.input(change_video_settings, video_settings, outputs, api_name="change_track_strategy")
+        events.append(
+            frames.release(change_video_settings, video_settings, outputs, api_name="change_frames")
+        )
+        events.append(
+            strategy.input(change_video_settings, video_settings, outputs, api_name="change_track_strategy")
+        )
         # Fires on programmatic updates too (change_model): harmless, relabelling is idempotent and cheap.
+        events.append(
+            threshold.change(
+                relabel,
+                [kept, threshold],
+                outputs,
+                api_name="relabel",
+                trigger_mode="always_last",
+                show_progress="hidden",
+            )
+        )
+        # The report follows every new result (written after it is shown, so it never delays the verdict).
+        for event in events[:-1]:
+            event.then(refresh_report, [kept], [report], api_visibility="private", show_progress="hidden")
+        # The threshold's own listener, not a `then` of the relabelling: chained to an "always_last" event, it kept
+        # the next threshold change from running. It judges the kept result at the threshold itself.
         threshold.change(
-            relabel,
+            lambda detection, value: refresh_report(relabelled(detection, value)),
             [kept, threshold],
-            outputs,
-            api_name="relabel",
+            [report],
+            api_visibility="private",
             trigger_mode="always_last",
             show_progress="hidden",
         )

@@ -7,6 +7,10 @@ trained on balanced draws, and the validation split's own share of fakes says no
 decision threshold is the lowest that flags at most `target_fpr` of the validation faces of *every* real source
 (not of all reals pooled, where the biggest source would set it alone). Both travel inside the checkpoint, so every
 interface that loads it (API, CLI, web app) uses them.
+
+The inconclusive band is the narrowest (fewest validation faces inside it) around the threshold that leaves at least
+`band_accuracy` of the faces outside it right, each class weighing alike (balanced accuracy). All of it is fitted on
+scores made with the test-time augmentation inference uses (`tta`), recorded in the checkpoint beside them.
 """
 
 from __future__ import annotations
@@ -26,13 +30,71 @@ from aletheia.evaluation import (
 )
 from aletheia.faces.extract import matching_margin
 from aletheia.models.checkpoints import read_checkpoint
+from aletheia.results import DEFAULT_MAX_SPREAD
 from aletheia.training.config import TrainConfig
-from aletheia.training.evaluate import score_faces
+from aletheia.training.evaluate import score_faces_with_spread
 from aletheia.training.loop import load_training_faces, trained_groups
+from aletheia.tta import DEFAULT_TTA, check_mode
+
+# Candidate band edges tried on each side of the threshold (quantiles of the validation scores there).
+BAND_CANDIDATES = 400
+
+
+def choose_band(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, target: float = 0.95, min_decided: float = 0.5
+) -> dict:
+    """The narrowest band (low, high) around `threshold` such that the faces outside it (score < low called real,
+    score >= high called fake) are right at least `target` of the time, each class weighing alike.
+
+    When no band reaches the target, the one with the best balanced accuracy that still decides `min_decided` of the
+    faces is returned, with `target_met` false. Returns the band and its figures on these faces.
+    """
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    real, fake = np.sort(scores[labels == 0]), np.sort(scores[labels == 1])
+
+    def edges(side: np.ndarray) -> np.ndarray:
+        picks = np.quantile(side, np.linspace(0, 1, BAND_CANDIDATES)) if len(side) else np.zeros(0)
+        return np.unique(np.concatenate([[threshold], picks]))
+
+    lows = edges(scores[scores <= threshold])
+    highs = edges(scores[scores >= threshold])
+    real_below = np.searchsorted(real, lows, side="left")[:, None]  # right: called real
+    fake_below = np.searchsorted(fake, lows, side="left")[:, None]  # wrong
+    fake_above = (len(fake) - np.searchsorted(fake, highs, side="left"))[None, :]  # right: called fake
+    real_above = (len(real) - np.searchsorted(real, highs, side="left"))[None, :]  # wrong
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reals_out, fakes_out = real_below + real_above, fake_below + fake_above
+        balanced = 0.5 * (real_below / reals_out + fake_above / fakes_out)
+    decided = (reals_out + fakes_out) / max(1, len(scores))
+    balanced = np.where((reals_out > 0) & (fakes_out > 0), balanced, -1.0)
+    feasible = balanced >= target
+    target_met = bool(feasible.any())
+    if target_met:  # fewest inside; among those, the most accurate
+        key = np.where(feasible, decided + 1e-9 * balanced, -np.inf)
+    else:
+        key = np.where(decided >= min_decided, balanced, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(key)), key.shape)
+    right = int(real_below[i, 0] + fake_above[0, j])
+    outside = int(reals_out[i, j] + fakes_out[i, j])
+    return {
+        "band": (float(lows[i]), float(highs[j])),
+        "target_accuracy": target,
+        "target_met": target_met,
+        "share_inconclusive": float(1.0 - decided[i, j]),
+        "balanced_accuracy_outside": float(balanced[i, j]),
+        "accuracy_outside": right / outside if outside else float("nan"),
+    }
 
 
 def calibrate(
-    checkpoint: str | Path, run_dir: str | Path, output: str | Path, target_fpr: float = 0.05
+    checkpoint: str | Path,
+    run_dir: str | Path,
+    output: str | Path,
+    target_fpr: float = 0.05,
+    *,
+    tta: str = DEFAULT_TTA,
+    band_accuracy: float = 0.95,
+    max_spread: float = DEFAULT_MAX_SPREAD,
 ) -> dict:
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
     train, val = load_training_faces(config)
@@ -42,7 +104,8 @@ def calibrate(
     crop_margin = matching_margin(
         trained[["x0", "y0", "x1", "y1"]].to_numpy(), trained[["height", "width"]].to_numpy()
     )
-    logits = score_faces(str(checkpoint), val, backend="onnx")
+    check_mode(tta)
+    logits, spread = score_faces_with_spread(str(checkpoint), val, backend="onnx", tta=tta)
     labels = (val["label"] == "fake").to_numpy(dtype=int)
     temperature = temperature_scale(logits, labels, balanced=True)
     scores = 1.0 / (1.0 + np.exp(-logits / temperature))
@@ -53,6 +116,28 @@ def calibrate(
     }
     # Rounded up to 3 decimals, so the number people see (web app, JSON) is the one applied and no more are flagged.
     threshold = math.ceil(max(per_source.values()) * 1000) / 1000
+    # The band is chosen on the probabilities users see: rounded to 3 decimals, outward.
+    chosen = choose_band(scores, labels, threshold, band_accuracy)
+    low, high = chosen["band"]
+    band = (min(threshold, math.floor(low * 1000) / 1000), max(threshold, math.ceil(high * 1000) / 1000))
+    inside = (scores >= band[0]) & (scores < band[1])
+    unstable = spread > max_spread if spread is not None else np.zeros(len(scores), dtype=bool)
+    decided = ~(inside | unstable)
+    verdicts = {
+        "band": list(band),
+        "tta": tta,
+        "max_spread": max_spread,
+        "target_balanced_accuracy": band_accuracy,
+        "target_met": chosen["target_met"],
+        "share_in_band": float(inside.mean()),
+        "share_unstable": float(unstable.mean()),
+        "share_inconclusive": float(1.0 - decided.mean()),
+        "accuracy_outside": float(((scores >= threshold) == labels)[decided].mean())
+        if decided.any()
+        else None,
+        "balanced_accuracy_outside": _balanced(labels[decided], scores[decided] >= threshold),
+        "median_spread": None if spread is None else float(np.median(spread)),
+    }
     state, metadata = read_checkpoint(checkpoint)
     summary = {
         "temperature": float(temperature),
@@ -66,9 +151,17 @@ def calibrate(
         ),
         "balanced_ece_after": expected_calibration_error(labels, scores, balanced=True),
         "at_threshold": binary_metrics(labels, scores, threshold),
+        "verdicts": verdicts,
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"net": state, "architecture": metadata.get("architecture", config.model), "temperature": float(temperature),
-                "threshold": float(threshold), "crop_margin": crop_margin, "calibration": summary,
+                "threshold": float(threshold), "crop_margin": crop_margin, "band": band, "max_spread": max_spread,
+                "tta": tta, "calibration": summary,
                 **({"preprocessing": metadata["preprocessing"]} if "preprocessing" in metadata else {})}, output)  # fmt: skip
     return summary
+
+
+def _balanced(labels: np.ndarray, called_fake: np.ndarray) -> float | None:
+    if not (labels == 0).any() or not (labels == 1).any():
+        return None
+    return float(0.5 * ((~called_fake)[labels == 0].mean() + called_fake[labels == 1].mean()))

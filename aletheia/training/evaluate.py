@@ -12,6 +12,7 @@ from aletheia.data.dataset import split_by_group
 from aletheia.data.prepare import load_faces
 from aletheia.evaluation import evaluation_report
 from aletheia.training.config import TrainConfig
+from aletheia.tta import DEFAULT_TTA
 
 
 def select_faces(data: list[str], split: str, run_dir: str | None) -> pd.DataFrame:
@@ -28,20 +29,35 @@ def select_faces(data: list[str], split: str, run_dir: str | None) -> pd.DataFra
 
 
 def score_faces(
-    checkpoint: str, faces: pd.DataFrame, batch_size: int = 32, backend: str = "auto"
+    checkpoint: str, faces: pd.DataFrame, batch_size: int = 32, backend: str = "auto", tta: str = DEFAULT_TTA
 ) -> np.ndarray:
-    """Logits for cached crops, normalised and run exactly as `DeepfakeDetectorPipeline` does at inference."""
+    """Logits for cached crops, normalised, augmented and run exactly as `DeepfakeDetectorPipeline` does at
+    inference (with test-time augmentation `tta`)."""
+    return score_faces_with_spread(checkpoint, faces, batch_size, backend, tta)[0]
+
+
+def score_faces_with_spread(
+    checkpoint: str, faces: pd.DataFrame, batch_size: int = 32, backend: str = "auto", tta: str = DEFAULT_TTA
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits, spread of each face's probability across the augmented views, None without augmentation)."""
     import cv2
 
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, batch_size=batch_size, backend=backend)
-    logits = []
+    pipeline = DeepfakeDetectorPipeline(
+        model_checkpoint=checkpoint, batch_size=batch_size, backend=backend, tta=tta
+    )
+    logits, spreads = [], []
     for start in tqdm(range(0, len(faces), batch_size), desc="evaluate", unit="batch"):
         paths = faces["crop"].iloc[start : start + batch_size]
         crops = np.stack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths])
-        logits.append(pipeline.logits(crops))
-    return np.concatenate(logits) if logits else np.zeros(0)
+        answer = pipeline.classify(crops)
+        logits.append(answer.logits)
+        if answer.spread is not None:
+            spreads.append(answer.spread)
+    if not logits:
+        return np.zeros(0), None
+    return np.concatenate(logits), (np.concatenate(spreads) if spreads else None)
 
 
 def evaluate_prepared(checkpoint: str, data: list[str], output: str, split: str = "val", threshold: float | None = None,

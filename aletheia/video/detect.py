@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aletheia.caveats import face_caveats, rule_caveats, unstable_caveat
 from aletheia.io import InputError
+from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
 from aletheia.video.decode import DEFAULT_NUM_FRAMES, VideoInput, VideoReader, is_video_path
 from aletheia.video.results import FrameResult, TrackResult, VideoFace, VideoResult
@@ -69,15 +71,13 @@ class VideoDetector:
         """
         pipeline = self.pipeline
         name = path or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
-        result = VideoResult(
-            path=name,
-            threshold=pipeline.threshold,
-            model=pipeline.model_label,
-            strategy=self.strategy,
-        )
+        facts = input_facts(source)
+        result = self._empty_result(name, facts)
+        result.warnings = rule_caveats(pipeline.rule.default_band, pipeline.tta)
         faces: list[VideoFace] = []
         crops: list[np.ndarray] = []  # waiting for a full classifier batch
         logits: list[np.ndarray] = []
+        spreads: list[np.ndarray] = []
         with VideoReader(source, name) as reader:
             result.info = info = reader.info
             if self._fixed_min_face is None:
@@ -88,24 +88,52 @@ class VideoDetector:
             self.search.reset()
             for frame in reader.frames(reader.sample_times(self.num_frames, self.fps)):
                 frame_result = FrameResult(index=frame.index, time=frame.time)
+                height, width = frame.image.shape[:2]
                 for face in self.search(frame.image):
+                    crop = pipeline.crop_face(frame.image, face.box)
                     frame_result.faces.append(
-                        VideoFace(face.box, face.keypoints, face.detection_score, score=float("nan"))
+                        VideoFace(
+                            face.box,
+                            face.keypoints,
+                            face.detection_score,
+                            score=float("nan"),
+                            warnings=face_caveats(face.box, crop, width, height),
+                        )  # fmt: skip
                     )
-                    crops.append(pipeline.crop_face(frame.image, face.box))
+                    crops.append(crop)
                 result.frames.append(frame_result)
                 faces.extend(frame_result.faces)
-                crops = self._classify_full_batches(crops, logits)
+                crops = self._classify_full_batches(crops, logits, spreads)
         if crops:
-            logits.append(np.column_stack(pipeline.logits_by_kind(np.stack(crops))))
+            self._classify(crops, logits, spreads)
         # Column 0: the overall fake logit; then one per kind of fake, for models that score kinds.
-        for face, row in zip(faces, np.concatenate(logits) if logits else [], strict=True):
+        rows = np.concatenate(logits) if logits else []
+        spread = np.concatenate(spreads) if spreads else [None] * len(faces)
+        limit = pipeline.rule.max_spread
+        for face, row, moved in zip(faces, rows, spread, strict=True):
             face.logit = float(row[0])
             face.score = float(_sigmoid(row[0]))
             face.kind_logits = [float(v) for v in row[1:]]
             face.scores = {kind: float(_sigmoid(v)) for kind, v in zip(pipeline.kinds, row[1:], strict=True)}
+            if moved is not None:
+                face.spread = float(moved)
+                if face.spread > limit:
+                    face.warnings.append(unstable_caveat(face.spread, limit))
         self._add_tracks(result)
         return result
+
+    def _empty_result(self, name: str, facts=None, error: str | None = None) -> VideoResult:
+        pipeline = self.pipeline
+        return VideoResult(
+            path=name, threshold=pipeline.threshold, model=pipeline.model_label, strategy=self.strategy,
+            rule=pipeline.rule, tta=pipeline.tta, provenance=pipeline.provenance(facts), error=error,
+        )  # fmt: skip
+
+    def _classify(self, crops: list[np.ndarray], logits: list[np.ndarray], spreads: list[np.ndarray]) -> None:
+        answer = self.pipeline.classify(np.stack(crops))
+        logits.append(np.column_stack([answer.logits, answer.kind_logits]))
+        if answer.spread is not None:
+            spreads.append(answer.spread)
 
     def predict_many(self, sources: Iterable[str | Path]) -> Iterator[VideoResult]:
         """Score many videos in order; one that cannot be read yields a result with `error` set."""
@@ -113,20 +141,20 @@ class VideoDetector:
             try:
                 yield self.predict(source)
             except InputError as exc:
-                yield VideoResult(
-                    path=str(source),
-                    threshold=self.pipeline.threshold,
-                    model=self.pipeline.model_label,
-                    error=str(exc),
-                    strategy=self.strategy,
-                )
+                yield self.error_result(str(source), str(exc))
 
-    def _classify_full_batches(self, crops: list[np.ndarray], logits: list[np.ndarray]) -> list[np.ndarray]:
+    def error_result(self, path: str, error: str) -> VideoResult:
+        """The result of a video that could not be read (its hash when its bytes could be)."""
+        return self._empty_result(path, input_facts(path), error=error)
+
+    def _classify_full_batches(
+        self, crops: list[np.ndarray], logits: list[np.ndarray], spreads: list[np.ndarray]
+    ) -> list[np.ndarray]:
         """Classify as many full batches as are waiting; return the crops left over."""
         size = self.pipeline.batch_size
         ready = len(crops) // size * size
         if ready:
-            logits.append(np.column_stack(self.pipeline.logits_by_kind(np.stack(crops[:ready]))))
+            self._classify(crops[:ready], logits, spreads)
         return crops[ready:]
 
     def _add_tracks(self, result: VideoResult) -> None:

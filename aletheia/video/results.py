@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aletheia.results import FaceResult, Label, verdict
+from aletheia.caveats import DISAGREE_SHARE, Caveat, caveats_json, disagree_caveat
+from aletheia.provenance import Provenance
+from aletheia.results import EXPLANATIONS, DecisionRule, FaceResult, Label, combine, rounded_band
 from aletheia.video.decode import VideoInfo
 
 
@@ -15,10 +17,12 @@ class VideoFace(FaceResult):
 
     logit: float = float("nan")
     track: int | None = None
-    kind_logits: list[float] = field(default_factory=list, repr=False)  # per kind of fake, as FaceResult.scores
+    kind_logits: list[float] = field(
+        default_factory=list, repr=False
+    )  # per kind of fake, as FaceResult.scores
 
-    def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "track": self.track}
+    def to_json(self, label: Label | None = None) -> dict[str, Any]:
+        return {**super().to_json(label), "track": self.track}
 
 
 @dataclass
@@ -27,8 +31,9 @@ class FrameResult:
     time: float  # seconds from the start
     faces: list[VideoFace] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "time": round(self.time, 3), "faces": [f.to_json() for f in self.faces]}
+    def to_json(self, judge: Any = None) -> dict[str, Any]:
+        faces = [f.to_json(None if judge is None else judge(f)) for f in self.faces]
+        return {"index": self.index, "time": round(self.time, 3), "faces": faces}
 
 
 @dataclass
@@ -40,10 +45,13 @@ class TrackResult:
     frames: list[int]  # frame numbers in the video, as in FrameResult.index
     scores: dict[str, float] = field(default_factory=dict)  # per kind of fake, same strategy as `score`
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, label: Label | None = None, warnings: list[Caveat] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "score": round(float(self.score), 6)}
         if self.scores:
             out["scores"] = {kind: round(float(p), 6) for kind, p in self.scores.items()}
+        if label is not None:
+            out["label"] = label
+            out["warnings"] = caveats_json(warnings or [])
         return out | {"frames": self.frames}
 
 
@@ -59,6 +67,38 @@ class VideoResult:
     error: str | None = None
     strategy: str = "mean_logit"  # how each track's faces became its score
     info: VideoInfo | None = None
+    rule: DecisionRule | None = None  # the model's; None: the default band around `threshold`
+    tta: str = "none"
+    warnings: list[Caveat] = field(default_factory=list)  # about the video as a whole
+    provenance: Provenance | None = None
+
+    @property
+    def decision(self) -> DecisionRule:
+        return self.rule or DecisionRule(self.threshold)
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.decision.band_at(self.threshold)
+
+    def face_label(self, face: FaceResult) -> Label:
+        return self.decision.judge(face.score, self.threshold, face.spread)
+
+    def track_verdict(self, track: TrackResult) -> tuple[Label, list[Caveat]]:
+        """A person's verdict and warnings: their score against the band, made inconclusive when at least
+        DISAGREE_SHARE of their faces fall on the other side of the threshold."""
+        label = self.decision.judge(track.score, self.threshold)
+        scores = [f.score for fr in self.frames for f in fr.faces if f.track == track.id]
+        if label == "inconclusive" or not scores:
+            return label, []
+        other = sum((s < self.threshold) if label == "fake" else (s >= self.threshold) for s in scores)
+        if other >= DISAGREE_SHARE * len(scores):
+            return "inconclusive", [disagree_caveat(other, len(scores))]
+        return label, []
+
+    @property
+    def flagged(self) -> int:
+        """How many people are called fake."""
+        return sum(self.track_verdict(t)[0] == "fake" for t in self.tracks)
 
     @property
     def score(self) -> float | None:
@@ -67,7 +107,7 @@ class VideoResult:
 
     @property
     def label(self) -> Label:
-        return verdict(self.error, self.score, self.threshold)
+        return combine(self.error, [self.track_verdict(t)[0] for t in self.tracks])
 
     @property
     def scores(self) -> dict[str, float]:
@@ -84,11 +124,17 @@ class VideoResult:
         }
         if scores := self.scores:
             out["scores"] = {kind: round(float(p), 6) for kind, p in scores.items()}
+        label = self.label
         return out | {
-            "label": self.label,
+            "label": label,
+            "explanation": EXPLANATIONS[label],
             "threshold": self.threshold,
+            "band": rounded_band(self.band),
+            "tta": self.tta,
             "model": self.model,
-            "frames": [f.to_json() for f in self.frames],
-            "tracks": [t.to_json() for t in self.tracks],
+            "frames": [f.to_json(self.face_label) for f in self.frames],
+            "tracks": [t.to_json(*self.track_verdict(t)) for t in self.tracks],
+            "warnings": caveats_json(self.warnings),
             "error": self.error,
+            "provenance": None if self.provenance is None else self.provenance.to_json(),
         }

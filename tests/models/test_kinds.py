@@ -112,18 +112,18 @@ def test_web_app_verdict_lists_each_kind_for_every_face() -> None:
     face = FaceResult(np.zeros(4), np.zeros((6, 2)), 0.9, score=0.82, scores={"manipulated": 0.1, "generated": 0.8})
     result = ImageResult(path="p.jpg", threshold=0.5, model="m", faces=[face])
     text = verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), result))
-    assert "| face | fake probability | manipulated | generated | call |" in text
-    assert "| #1 | 0.820 | 0.100 | 0.800 | fake |" in text
+    assert "| face | fake probability | manipulated | generated | spread | call | warnings |" in text
+    assert "| #1 | 0.820 | 0.100 | 0.800 | - | fake | - |" in text
     plain = ImageResult(path="p.jpg", threshold=0.5, model="m", faces=[FaceResult(np.zeros(4), np.zeros((6, 2)), 0.9, 0.2)])
-    assert "| face | fake probability | call |" in verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), plain))
+    plain_text = verdict_markdown(Detection(np.zeros((4, 4, 3), np.uint8), plain))
+    assert "| face | fake probability | spread | call | warnings |" in plain_text
 
 
 def test_videos_score_each_kind_per_face_and_per_person(tmp_path, kinds_model) -> None:
-    from tests.test_video import _moving_astronaut, write_video
-
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.video import VideoDetector
     from aletheia.video.tracks import score_track
+    from tests.test_video import _moving_astronaut, write_video
 
     checkpoint = tmp_path / "kinds.pth"
     torch.save({"net": kinds_model.state_dict(), "architecture": "EfficientNetAutoAttLite0Kinds"}, checkpoint)

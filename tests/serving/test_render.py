@@ -107,9 +107,12 @@ def test_video_verdict_gallery_and_timeline() -> None:
     detection = VideoDetection(_video())
     text = video_verdict_markdown(detection)
     assert (
-        "likely **fake**" in text and "**0.800** ≥ threshold 0.50" in text and "2 people in 3 sampled" in text
+        "likely **fake**" in text
+        and "score **0.800**; threshold 0.50" in text
+        and "2 people in 3 sampled" in text
     )
     assert "| 0 | 0.200 | 3 of 3 frames | real |" in text and "| 1 | 0.800 | 3 of 3 frames | fake |" in text
+    assert "1 of 2 flagged fake" in text and "model card" in text
     timeline, verdict, gallery, as_json, kept = render_outputs(detection)
     assert timeline.shape == (320, 800, 3) and timeline.dtype == np.uint8 and verdict == text
     assert [caption for _, caption in gallery] == [
@@ -121,6 +124,10 @@ def test_video_verdict_gallery_and_timeline() -> None:
     assert '"kind": "video"' in as_json and kept is detection
     relabelled = video_verdict_markdown(VideoDetection(_video(threshold=0.9)))
     assert "likely **real**" in relabelled and "| 1 | 0.800 | 3 of 3 frames | real |" in relabelled
+    near = video_verdict_markdown(
+        VideoDetection(_video(threshold=0.75))
+    )  # 0.8 is inside the band around 0.75
+    assert "Verdict: **inconclusive**" in near and "| 1 | 0.800 | 3 of 3 frames | inconclusive |" in near
     assert not np.array_equal(timeline_image(_video(threshold=0.9)), timeline), "the threshold line moves"
 
 

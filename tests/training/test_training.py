@@ -232,7 +232,7 @@ def test_two_process_ddp(prepared: Path, workspace: Path) -> None:
 
 
 def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
-    prepared: Path, workspace: Path
+    prepared: Path, workspace: Path, capsys
 ) -> None:
     run = workspace / "calib-run"
     assert main(["train", *_train_args(prepared, workspace, "calib-run", "--epochs", "1")]) == 0
@@ -259,6 +259,13 @@ def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
     found = calibrated.predict(face).faces[0]
     expected = crop_face(face, found.box, "scale", 224, saved["crop_margin"])
     assert np.array_equal(found.crop, expected)
+    # The inconclusive band and the augmentation it was fitted with travel with the weights and decide verdicts.
+    low, high = saved["band"]
+    assert low <= saved["threshold"] <= high and saved["tta"] == "mirror" and saved["max_spread"] > 0
+    assert calibrated.rule.band == (low, high) and not calibrated.rule.default_band
+    verdicts = saved["calibration"]["verdicts"]
+    assert 0.0 <= verdicts["share_in_band"] <= verdicts["share_inconclusive"] <= 1.0
+    assert "inconclusive band" in capsys.readouterr().out
     # With a 0% target, no validation real face may be flagged at the stored threshold.
     val = pd.read_csv(run / "val_faces.csv")
     assert saved["calibration"]["at_threshold"]["fpr"] in (0.0, None) or len(val[val["label"] == "real"]) == 0
