@@ -30,6 +30,8 @@ from aletheia.serving.api import (
     build_api_router,
     install_error_handlers,
 )
+from aletheia.serving.docs import install_offline_docs
+from aletheia.serving.jobs import JobQueue
 from aletheia.serving.service import DetectionService, load_pipelines
 from aletheia.serving.uploads import UploadsOnlyMiddleware
 
@@ -71,21 +73,24 @@ def build_app(
     if not isinstance(pipelines, Mapping):
         pipelines = load_pipelines(list(pipelines))
     service = DetectionService(pipelines)
+    jobs = JobQueue(service)
     app = FastAPI(
         title="Aletheia deepfake detector",
         version=aletheia.__version__,
         description="Scores every face in a photo, or every person (face track) in a video, with its probability "
         "of being fake. The web app is at `/`.",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served from local files by install_offline_docs, not from a CDN
         redoc_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.detection_service = service  # for embedding apps and tests
+    app.state.jobs = jobs
     install_error_handlers(app)
-    app.include_router(build_api_router(service, max_upload_bytes))
+    install_offline_docs(app, API_PREFIX)
+    app.include_router(build_api_router(service, jobs, max_upload_bytes))
     app.add_middleware(UploadLimitMiddleware, path_prefix=API_PREFIX, max_upload_bytes=max_upload_bytes)
 
-    demo = build_demo(service, default_examples() if examples is None else examples)
+    demo = build_demo(service, default_examples() if examples is None else examples, jobs=jobs)
     # One inference at a time per event; more users wait in the queue instead of racing for the two CPU cores.
     demo.queue(default_concurrency_limit=1, max_size=64)
     # System fonts only: the default theme would fetch Google Fonts, which offline machines cannot reach.
@@ -97,7 +102,7 @@ def build_app(
         demo,
         path="/",
         max_file_size=max_upload_bytes,
-        footer_links=["api"],
+        footer_links=[],  # Gradio's API page is not Aletheia's API: the app links to /api/v1/docs instead
         run_history=False,
         ssr_mode=False,
         mcp_server=False,
