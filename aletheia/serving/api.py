@@ -304,7 +304,9 @@ def detect_form(
             "default: the model's",
         ),
     ] = None,
-    model: Annotated[str | None, Form(description="a name from GET /api/v1/models; default: the first")] = None,
+    model: Annotated[
+        str | None, Form(description="a name from GET /api/v1/models; default: the first")
+    ] = None,
     assume_face: Annotated[
         bool,
         Form(description="photos only: skip face detection and score the whole image as one face crop"),

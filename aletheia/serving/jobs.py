@@ -87,7 +87,11 @@ class Job:
             "status": self.status,
             "kind": self.kind,
             "name": self.name,
-            "progress": {"frames_done": self.frames_done, "frames_total": self.frames_total, "faces": self.faces},
+            "progress": {
+                "frames_done": self.frames_done,
+                "frames_total": self.frames_total,
+                "faces": self.faces,
+            },
             "created": _utc(self.created),
             "started": _utc(self.started),
             "ended": _utc(self.ended),

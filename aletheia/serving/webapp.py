@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from aletheia.io import IMAGE_EXTENSIONS, InputError
+from aletheia.serving.jobs import Job, JobQueue, QueueFullError
 from aletheia.serving.render import (
     attention_overlay,
     draw_faces,
@@ -24,7 +25,6 @@ from aletheia.serving.render import (
     shrink_for_display,
     timeline_image,
 )
-from aletheia.serving.jobs import Job, JobQueue, QueueFullError
 from aletheia.serving.service import (
     MAX_VIDEO_FRAMES,
     Detection,
