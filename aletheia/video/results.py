@@ -15,9 +15,7 @@ class VideoFace(FaceResult):
 
     logit: float = float("nan")
     track: int | None = None
-    kind_logits: list[float] = field(
-        default_factory=list, repr=False
-    )  # per kind of fake, as FaceResult.scores
+    kind_logits: list[float] = field(default_factory=list, repr=False)  # per kind of fake, as FaceResult.scores
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "track": self.track}
