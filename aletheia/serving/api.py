@@ -355,9 +355,9 @@ def _job_or_404(job: Job | None, job_id: str) -> Job:
 def build_api_router(
     service: DetectionService, jobs: JobQueue, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 ) -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX, tags=["detection"])
+    router = APIRouter(prefix=API_PREFIX)
 
-    @router.get("/health", response_model=Health)
+    @router.get("/health", response_model=Health, tags=["detection"])
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -366,7 +366,7 @@ def build_api_router(
             "models": service.model_names,
         }
 
-    @router.get("/models", response_model=ModelList)
+    @router.get("/models", response_model=ModelList, tags=["detection"])
     def models() -> dict[str, Any]:
         return {"default": service.default_model, "models": service.describe_models()}
 
@@ -383,6 +383,7 @@ def build_api_router(
 
     @router.post(
         "/detect",
+        tags=["detection"],
         responses={
             200: {
                 "model": DetectResult | VideoDetectResult,

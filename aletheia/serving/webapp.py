@@ -393,15 +393,15 @@ def build_demo(
             "concurrency_limit": SCORING_CONCURRENCY,
         }
         quiet: dict[str, Any] = {"api_visibility": "undocumented", "queue": False, "show_progress": "hidden"}
-        scored = upload.change(
+        # The Cancel button shows (for a video) before scoring starts, and hides once it has ended.
+        scored = upload.change(show_cancel, [upload], [stop], **quiet).then(
             analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect", **scoring
         )
+        scored.then(lambda: gr.update(visible=False), None, [stop], **quiet)
         # On a narrow screen the results column sits below the controls: bring the verdict into view at once
         # (a video's progress bar shows there) and again when it is in.
         upload.change(None, js=SHOW_VERDICT, **quiet)
         scored.then(None, js=SHOW_VERDICT, **quiet)
-        upload.change(show_cancel, [upload], [stop], **quiet)
-        scored.then(lambda: gr.update(visible=False), None, [stop], **quiet)
         stop.click(cancel, None, None, **quiet)
         model.input(
             change_model,

@@ -18,7 +18,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 TEST_MAX_UPLOAD_BYTES = 1024 * 1024
 # Frames sampled from test videos: enough for a track (two sightings), few enough to stay quick.
 TEST_VIDEO_FRAMES = 4
-LONG_VIDEO_FRAMES = 96
+LONG_VIDEO_FRAMES = 256
 
 
 @dataclass
@@ -52,11 +52,11 @@ def astronaut_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 12 s clip (96 frames at 8 fps) of the astronaut moving right: long enough to watch a job's progress."""
+    """A 16 s clip (256 frames at 16 fps) of the astronaut moving right: long enough to watch a job's progress."""
     from tests.test_video import _moving_astronaut, write_video
 
     path = tmp_path_factory.mktemp("videos") / "long-walk.mp4"
-    write_video(path, _moving_astronaut(count=LONG_VIDEO_FRAMES), fps=8)
+    write_video(path, _moving_astronaut(count=LONG_VIDEO_FRAMES), fps=16)
     return path
 
 
