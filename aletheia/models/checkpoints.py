@@ -289,6 +289,11 @@ class PublishedWeights:
     def url(self) -> str:
         return ISPL_BASE_URL + self.filename
 
+    @property
+    def loadable(self) -> bool:
+        """Whether this package implements the architecture (ISPL's Xception it does not, yet)."""
+        return self.architecture in list_models()
+
 
 def _ispl(architecture: str, dataset: str, sha256: str) -> PublishedWeights:
     name = f"{architecture}_{dataset}"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -134,13 +135,16 @@ def serve(
     device: str = "cpu",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
     """Load the models once (none named: the bundled default) and serve until interrupted.
 
-    Loader errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
+    Loader errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages; a port that
+    cannot be listened on raises OSError (see `listen`) before anything is printed. `sock`: one `listen` made.
     """
     import uvicorn
 
+    sock = sock or listen(host, port)
     if not isinstance(models, Mapping):
         models = load_pipelines(list(models), arch=arch, device=device)
     app = build_app(models, max_upload_bytes=max_upload_bytes)
@@ -148,7 +152,23 @@ def serve(
     print(
         f"Aletheia: web app at http://{shown}:{port}/  REST API docs at http://{shown}:{port}{API_PREFIX}/docs"
     )
-    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(app, log_level=log_level)).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, for uvicorn to serve on. OSError with a plain message when the port is taken
+    or the address is not this machine's."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"port {port} on {host} is already in use (another server?); "
+                                     "stop it or choose another port with --port") from exc  # fmt: skip
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class BackgroundServer:
