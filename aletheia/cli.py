@@ -34,6 +34,53 @@ class UsageError(Exception):
     """A mistake in how the command was called (exit status 2)."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with short errors: the mistake, a "did you mean" when a known option or command is close, and where
+    help is; not the whole usage text."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._subcommand_parser(parsed)
+            (command or self).error(_unrecognised(extras, command or self))
+        return parsed
+
+    def _subcommand_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser | None:
+        """The parser of the (sub)command that was run: its options are the ones a mistyped flag was meant for."""
+        parser: argparse.ArgumentParser | None = None
+        actions = self._subparsers._group_actions if self._subparsers else []
+        for action in actions:
+            chosen = getattr(parsed, action.dest, None)
+            parser = action.choices.get(chosen) if isinstance(action.choices, dict) else None
+            if parser is not None and parser._subparsers:
+                return ArgumentParser._subcommand_parser(parser, parsed) or parser
+        return parser
+
+    def error(self, message: str):  # type: ignore[override]
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            choices = re.findall(r"'?([\w.-]+)'?", wrong.group(2))
+            close = difflib.get_close_matches(wrong.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nSee '{self.prog} --help'.\n")
+
+
+def _unrecognised(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    import difflib
+
+    options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    parts = []
+    for extra in extras:
+        flag = extra.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, options, n=1) if flag.startswith("-") else []
+        parts.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+    return f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(parts)}"
+
+
 def _add_detect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "detect", help="score every face in images and videos (files and folders, recursively)"
@@ -201,9 +248,15 @@ def _add_faces(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "faces", help="find faces only (no classifier): boxes, keypoints, and optionally the crops"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
     p.add_argument("--output", "-o", type=Path, help="write JSON lines here instead of standard output")
     p.add_argument("--crops", type=Path, metavar="DIR", help="save each face crop here as PNG")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=32,
+        help=f"videos: frames sampled evenly (default 32, at most {MAX_FRAMES})",
+    )
     p.add_argument("--face-policy", choices=("scale", "tight"), default="scale")
     p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
     p.add_argument(
@@ -254,6 +307,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.serving import load_pipelines, serve
+    from aletheia.serving.server import listen
 
     if not args.model and not DEFAULT_MODEL.is_file():
         raise UsageError(NO_MODEL_HELP)
@@ -263,10 +317,16 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     try:
+        listening = listen(args.host, args.port)  # before the models load: a port in use is told at once
+    except OSError as exc:
+        raise UsageError(exc.strerror or str(exc)) from exc
+    try:
         pipelines = load_pipelines(args.model or [], arch=args.arch, device=args.device)
     except (KeyError, ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
+        listening.close()
         raise UsageError(str(exc).strip("'\"")) from exc
-    serve(pipelines, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    serve(pipelines, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
+          sock=listening)  # fmt: skip
     return EXIT_OK
 
 
@@ -295,9 +355,11 @@ def _usage_errors(handler):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import aletheia
     from aletheia.cli_training import add_training_commands
 
-    parser = argparse.ArgumentParser(prog="aletheia", description="Deepfake detection for faces in photos.")
+    parser = ArgumentParser(prog="aletheia", description="Deepfake detection for faces in photos and videos.")
+    parser.add_argument("--version", action="version", version=f"aletheia {aletheia.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_detect(sub)
     _add_faces(sub)
@@ -432,6 +494,7 @@ def _run_detect(args: argparse.Namespace) -> int:
         finally:
             sink.close()
             bar.close()
+    _report_not_media(summary.not_media, summary.not_media_paths)
     if summary.failed:
         print(f"{summary.failed} of {summary.done} inputs could not be processed", file=sys.stderr)
     print(f"aletheia detect: {summary.line()}", file=sys.stderr)
@@ -457,46 +520,80 @@ def _printable(text: str) -> str:
 
 
 def _run_faces(args: argparse.Namespace) -> int:
-    import cv2
     from tqdm import tqdm
 
-    from aletheia.faces.extract import FaceDetector, crop_face
-    from aletheia.io import InputError, load_image, scan_inputs
-    from aletheia.results import FaceResult
+    from aletheia.faces.extract import FaceDetector
+    from aletheia.io import IMAGE_EXTENSIONS, InputError, load_image, scan_inputs
+    from aletheia.video import VIDEO_EXTENSIONS, VideoReader, is_video_path
 
-    scanned = scan_inputs(args.paths)
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
+    others: list[Path] = []
+    scanned = scan_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, on_other=others.append)
+    _report_not_media(len(others), [str(p) for p in others])
     if not scanned:
-        raise UsageError(f"no image files found in {' '.join(args.paths)}")
+        raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
     detector = FaceDetector(min_face_size=args.min_face_size)
     if args.crops:
         args.crops.mkdir(parents=True, exist_ok=True)
     failed = 0
     with _open_output(args.output) as out:
-        for index, item in enumerate(tqdm(scanned, unit="img", disable=args.no_progress, file=sys.stderr)):
+        for index, item in enumerate(tqdm(scanned, unit="file", disable=args.no_progress, file=sys.stderr)):
             path = item.path
-            record: dict = {"path": str(path), "faces": [], "error": None}
+            video = is_video_path(path)
+            record: dict = {"path": str(path), "kind": "video" if video else "image"}
+            record |= {"frames": []} if video else {"faces": []}
+            record["error"] = None
+            stem = f"{index:05d}_{path.stem}"
             try:
                 if item.problem:
                     raise InputError(item.problem)
-                image = load_image(path)
+                if video:
+                    with VideoReader(path) as reader:
+                        for frame in reader.frames(reader.sample_times(args.frames)):
+                            faces = _faces_of(detector, frame.image, args, f"{stem}_frame{frame.index}")
+                            record["frames"].append({"index": frame.index, "time": round(frame.time, 3),
+                                                     "faces": faces})  # fmt: skip
+                else:
+                    record["faces"] = _faces_of(detector, load_image(path), args, stem)
             except InputError as exc:
                 failed += 1
                 record["error"] = str(exc)
                 print(f"error: {exc}", file=sys.stderr)
-            else:
-                for number, face in enumerate(detector.detect(image)):
-                    entry = FaceResult(
-                        face.box, face.keypoints, face.detection_score, score=float("nan")
-                    ).to_json()
-                    del entry["score"]
-                    if args.crops:
-                        crop = crop_face(image, face.box, args.face_policy, args.size)
-                        crop_path = args.crops / f"{index:05d}_{path.stem}_face{number}.png"
-                        cv2.imwrite(str(crop_path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-                        entry["crop"] = str(crop_path)
-                    record["faces"].append(entry)
             out.write(json.dumps(record) + "\n")
     return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def _faces_of(detector, image, args: argparse.Namespace, crop_stem: str) -> list[dict]:
+    """The faces of one image (or video frame) as JSON, each crop saved under --crops when asked."""
+    import cv2
+
+    from aletheia.faces.extract import crop_face
+    from aletheia.results import FaceResult
+
+    faces = []
+    for number, face in enumerate(detector.detect(image)):
+        entry = FaceResult(face.box, face.keypoints, face.detection_score, score=float("nan")).to_json()
+        del entry["score"]
+        if args.crops:
+            crop = crop_face(image, face.box, args.face_policy, args.size)
+            crop_path = args.crops / f"{crop_stem}_face{number}.png"
+            cv2.imwrite(str(crop_path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            entry["crop"] = str(crop_path)
+        faces.append(entry)
+    return faces
+
+
+def _report_not_media(count: int, named: list[str]) -> None:
+    """One line per file passed over in the folders given (the first few), so that none is skipped silently."""
+    from aletheia.scan.engine import NOT_MEDIA_NAMED
+
+    for path in named[:NOT_MEDIA_NAMED]:
+        print(f"skipped: {_printable(path)}: not an image or video", file=sys.stderr)
+    if count > NOT_MEDIA_NAMED:
+        print(
+            f"skipped: {count - NOT_MEDIA_NAMED:,} more files that are not images or videos", file=sys.stderr
+        )
 
 
 # -- weights and models --------------------------------------------------------------------------------------------
@@ -507,17 +604,30 @@ def _run_weights_list(args: argparse.Namespace) -> int:
 
     print(f"{'name':<32} {'architecture':<24} {'trained on':<10} cached")
     for name, entry in PUBLISHED_WEIGHTS.items():
-        cached = "yes" if cached_weights_path(name).is_file() else "no"
-        print(f"{name:<32} {entry.architecture:<24} {entry.dataset:<10} {cached}")
+        if entry.loadable:
+            cached = "yes" if cached_weights_path(name).is_file() else "no"
+            print(f"{name:<32} {entry.architecture:<24} {entry.dataset:<10} {cached}")
+    unsupported = [name for name, entry in PUBLISHED_WEIGHTS.items() if not entry.loadable]
+    if unsupported:
+        print(
+            f"\nNot offered: {', '.join(unsupported)} (published, but their architecture is not supported yet)"
+        )
     return EXIT_OK
 
 
 def _run_weights_download(args: argparse.Namespace) -> int:
     from aletheia.models.published import PUBLISHED_WEIGHTS, ChecksumError, download_weights
 
+    offered = [name for name, entry in PUBLISHED_WEIGHTS.items() if entry.loadable]
     unknown = [n for n in args.names if n not in PUBLISHED_WEIGHTS]
     if unknown:
-        raise UsageError(f"unknown weights {', '.join(unknown)}; known: {', '.join(PUBLISHED_WEIGHTS)}")
+        raise UsageError(f"unknown weights {', '.join(unknown)}; known: {', '.join(offered)}")
+    unsupported = [n for n in args.names if not PUBLISHED_WEIGHTS[n].loadable]
+    if unsupported:  # refused before anything is fetched: they could not be loaded afterwards
+        raise UsageError(
+            f"{', '.join(unsupported)}: the {PUBLISHED_WEIGHTS[unsupported[0]].architecture} architecture is not "
+            f"supported yet, so these weights cannot be used; available: {', '.join(offered)}"
+        )
     failed = 0
     for name in args.names:
         try:
@@ -530,12 +640,23 @@ def _run_weights_download(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
+    from aletheia.models.checkpoints import read_checkpoint
+    from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.models.registry import get_config, list_models
 
-    print(f"{'name':<28} {'input':>5} {'threshold':>9}")
+    print(f"{'name':<30} {'input':>5} {'threshold':>9}  what")
+    if DEFAULT_MODEL.is_file():
+        # The bundled model's operating point is stored with it (chosen on validation), not the architecture's.
+        _, metadata = read_checkpoint(DEFAULT_MODEL)
+        config = get_config(metadata["architecture"])
+        threshold = float(metadata.get("threshold", config.threshold))
+        print(f"{DEFAULT_MODEL.stem:<30} {config.input_size:>5} {threshold:>9.3f}  "
+              f"the bundled trained model, used by default ({config.name})")  # fmt: skip
     for name in list_models():
         config = get_config(name)
-        print(f"{name:<28} {config.input_size:>5} {config.threshold:>9}")
+        print(
+            f"{name:<30} {config.input_size:>5} {config.threshold:>9.3f}  architecture (weights: --model FILE)"
+        )
     return EXIT_OK
 
 

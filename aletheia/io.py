@@ -13,7 +13,7 @@ import math
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,29 +236,38 @@ class ScannedInput:
     problem: str | None = None
 
 
-def scan_inputs(paths: list[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[ScannedInput]:
+def scan_inputs(
+    paths: list[str | Path],
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    on_other: Callable[[Path], None] | None = None,
+) -> list[ScannedInput]:
     """Expand files and folders (recursively, sorted) into the inputs to process.
 
     Files named explicitly are always kept, whatever their extension (and even when missing), so that a bad one
     gets reported rather than silently skipped; inside folders the entries with a known extension are taken. What a
     walk cannot enter is kept too, with its problem: an unreadable folder, a broken or looping symbolic link, a link
-    back to a folder already scanned (followed, it would loop). `walk_inputs` gives the same inputs one at a time.
+    back to a folder already scanned (followed, it would loop). `walk_inputs` gives the same inputs one at a time;
+    `on_other` is as there.
     """
-    return list(walk_inputs(paths, extensions))
+    return list(walk_inputs(paths, extensions, on_other))
 
 
 def walk_inputs(
-    paths: Iterable[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS
+    paths: Iterable[str | Path],
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[ScannedInput]:
     """`scan_inputs` lazily, in the same order: a folder of a million files is never held as a list of inputs.
 
     Folders are walked depth first with each folder's entries sorted by name (the order of sorting whole paths);
-    only the names of the folder being walked, and of the folders above it, are held at once.
+    only the names of the folder being walked, and of the folders above it, are held at once. `on_other` hears of
+    each file inside a folder that is passed over for its extension (a document, say; hidden files aside), so that
+    it can be reported.
     """
     for raw in paths:
         path = Path(raw)
         if _is_folder(path):
-            yield from _walk(path, extensions, {_identity(path)})
+            yield from _walk(path, extensions, {_identity(path)}, on_other)
         else:
             yield ScannedInput(path)
 
@@ -280,7 +289,12 @@ def _identity(path: Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _walk(folder: Path, extensions: frozenset[str], seen: set[tuple[int, int]]) -> Iterator[ScannedInput]:
+def _walk(
+    folder: Path,
+    extensions: frozenset[str],
+    seen: set[tuple[int, int]],
+    on_other: Callable[[Path], None] | None = None,
+) -> Iterator[ScannedInput]:
     try:
         with os.scandir(folder) as scan:
             names = sorted(entry.name for entry in scan)  # names only: no stat results or paths held
@@ -305,9 +319,11 @@ def _walk(folder: Path, extensions: frozenset[str], seen: set[tuple[int, int]]) 
                 yield ScannedInput(path, f"{path}: a symbolic link to a folder already scanned; not followed")
                 continue
             seen.add((info.st_dev, info.st_ino))
-            yield from _walk(path, extensions, seen)
+            yield from _walk(path, extensions, seen, on_other)
         elif known:
             yield ScannedInput(path)
+        elif on_other is not None and stat.S_ISREG(info.st_mode) and not name.startswith("."):
+            on_other(path)  # hidden files (.DS_Store, .gitkeep) are not worth a line
 
 
 def _unreadable(path: Path, exc: OSError) -> str:

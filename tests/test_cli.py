@@ -247,3 +247,132 @@ def test_detect_uses_the_bundled_default_model(capsys) -> None:
     (record,) = _lines(capsys.readouterr().out)
     assert record["model"] == DEFAULT_MODEL.name and record["label"] in ("real", "fake", "inconclusive")
     assert record["threshold"] != 0.5  # the calibrated threshold stored with the model
+
+
+# -- the smaller items of issue 14: each through the command itself -----------------------------------------------
+
+
+def _bundled_model() -> Path:
+    from aletheia.models.loader import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no default model bundled in this checkout")
+    return DEFAULT_MODEL
+
+
+def test_version_is_printed_by_the_console_script() -> None:
+    import aletheia
+
+    proc = subprocess.run([str(ALETHEIA), "--version"], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"aletheia {aletheia.__version__}")
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["detect", "x.jpg", "--treshold", "0.5"], "did you mean --threshold?"),
+        (["serve", "--prot", "8000"], "did you mean --port?"),
+        (["detcet", "x.jpg"], "did you mean 'detect'?"),
+        (["detect", "x.jpg", "--format", "jsnl"], "did you mean 'jsonl'?"),
+        (["weights", "lst"], "did you mean 'list'?"),
+    ],
+)
+def test_a_mistyped_flag_gets_a_short_error_with_a_suggestion(
+    args: list[str], suggestion: str, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and suggestion in err, err
+    assert "usage:" not in err and len(err.strip().splitlines()) == 2, (
+        "the mistake and where help is, no more"
+    )
+
+
+def test_files_that_are_not_images_or_videos_are_reported(folder: Path, b4_checkpoint: Path, capsys) -> None:
+    (folder / ".hidden").write_text("a dotfile is not worth a line")
+    (folder / "nested" / "report.pdf").write_bytes(b"%PDF-1.4")
+    main(["detect", str(folder), "--model", str(b4_checkpoint), "--no-progress"])
+    captured = capsys.readouterr()
+    skipped = [line for line in captured.err.splitlines() if line.startswith("skipped:")]
+    assert skipped == [
+        f"skipped: {folder / 'nested' / 'report.pdf'}: not an image or video",
+        f"skipped: {folder / 'notes.txt'}: not an image or video",
+    ]
+    assert "2 skipped: not an image or video" in captured.err.splitlines()[-1]
+    assert all("notes.txt" not in record["path"] for record in _lines(captured.out))
+
+
+def test_faces_finds_the_faces_of_a_videos_sampled_frames(tmp_path: Path, capsys) -> None:
+    from tests.test_video import _moving_astronaut, write_video
+
+    clip = tmp_path / "walk.mp4"
+    write_video(clip, _moving_astronaut(count=8), fps=4)
+    crops = tmp_path / "crops"
+    assert main(["faces", str(clip), "--frames", "4", "--crops", str(crops), "--no-progress"]) == 0
+    (record,) = _lines(capsys.readouterr().out)
+    assert (record["kind"], record["error"], len(record["frames"])) == ("video", None, 4)
+    assert all(len(frame["faces"]) == 1 for frame in record["frames"]), record["frames"]
+    assert [frame["time"] for frame in record["frames"]] == sorted(
+        frame["time"] for frame in record["frames"]
+    )
+    assert len(list(crops.glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("name", ["aletheia-lite0", "aletheia-lite0.pth"])
+def test_the_bundled_model_is_accepted_by_the_name_results_print(name: str, capsys, tmp_path: Path) -> None:
+    bundled = _bundled_model()
+    assert main(["detect", str(ASTRONAUT), "--model", name, "--no-progress"]) == 0
+    (record,) = _lines(capsys.readouterr().out)
+    assert record["model"] == bundled.name
+    from aletheia.serving import load_pipelines
+
+    (served,) = load_pipelines([name])  # `aletheia serve --model NAME`
+    assert served == bundled.name
+
+
+def test_models_shows_the_bundled_models_own_threshold(capsys) -> None:
+    from aletheia.models.checkpoints import read_checkpoint
+
+    bundled = _bundled_model()
+    _, metadata = read_checkpoint(bundled)
+    assert main(["models"]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bundled.stem + " ")]
+    assert row.split()[2] == f"{metadata['threshold']:.3f}", row
+
+
+def test_weights_list_does_not_offer_checkpoints_that_cannot_load(tmp_path: Path, capsys) -> None:
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[1:] if line.strip() and not line.startswith("Not")]
+    assert rows and not any(name.startswith("Xception") for name in rows)
+    assert "Not offered: Xception_DFDC, Xception_FFPP" in out
+    # Refused before any download: the mirror named here does not even exist.
+    cache = tmp_path / "cache"
+    code = main(
+        [
+            "weights",
+            "download",
+            "Xception_DFDC",
+            "--cache-dir",
+            str(cache),
+            "--base-url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    assert code == 2 and "not supported yet" in capsys.readouterr().err
+    assert not cache.exists()
+
+
+def test_a_port_in_use_fails_with_a_clear_message_before_the_url(capsys) -> None:
+    import socket
+
+    _bundled_model()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"port {port} on 127.0.0.1 is already in use" in captured.err
+    assert "web app at" not in captured.out

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
+def is_bundled_name(spec: str | Path | None) -> bool:
+    """Whether `spec` names the bundled model as results print it ("aletheia-lite0", or its file name), and no file
+    of that name exists here to mean something else."""
+    if spec is None or str(spec) not in (DEFAULT_MODEL.stem, DEFAULT_MODEL.name):
+        return False
+    return not Path(spec).expanduser().is_file() and DEFAULT_MODEL.is_file()
+
+
 def is_checkpoint_path(spec: str) -> bool:
     """A model argument is a file when it exists or looks like one; otherwise it is a name."""
     path = Path(spec).expanduser()
@@ -52,7 +60,10 @@ def load_classifier(
     from aletheia.models.registry import get_config, list_models
 
     metadata: dict = {}
-    if model_checkpoint is None and model_name is None and DEFAULT_MODEL.is_file():
+    if model_checkpoint is None and is_bundled_name(model_name):
+        model_name = None  # the name printed in results, not an architecture
+    bundled = model_checkpoint is None and model_name is None and DEFAULT_MODEL.is_file()
+    if bundled or is_bundled_name(model_checkpoint):
         model_checkpoint = DEFAULT_MODEL
     if model_checkpoint is not None:
         path = Path(model_checkpoint).expanduser()
@@ -67,6 +78,11 @@ def load_classifier(
         model, label = model_from_state_dict(name, state, source=str(path)), path.name
         weights = path
     elif model_name in PUBLISHED_WEIGHTS:
+        if not PUBLISHED_WEIGHTS[model_name].loadable:
+            raise CheckpointError(
+                f"{model_name}: the {PUBLISHED_WEIGHTS[model_name].architecture} architecture is not supported "
+                "yet, so these weights cannot be used"
+            )
         path = cached_weights_path(model_name)
         if not path.is_file():
             raise CheckpointError(

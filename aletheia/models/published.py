@@ -54,6 +54,10 @@ _DATASETS = {
 }
 
 
+# Published architectures this package has no implementation of (their weights are listed, never offered).
+UNSUPPORTED_ARCHITECTURES = frozenset({"Xception"})
+
+
 @dataclass(frozen=True)
 class PublishedWeights:
     name: str
@@ -66,6 +70,11 @@ class PublishedWeights:
     @property
     def url(self) -> str:
         return ISPL_BASE_URL + self.filename
+
+    @property
+    def loadable(self) -> bool:
+        """Whether this package implements the architecture (ISPL's Xception it does not, yet)."""
+        return self.architecture not in UNSUPPORTED_ARCHITECTURES
 
 
 def _ispl(architecture: str, dataset: str, sha256: str) -> PublishedWeights:

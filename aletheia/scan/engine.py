@@ -96,6 +96,9 @@ def detect_in_order(pipeline, videos, items: Iterable[ScannedInput], assume_face
             yield maker.error_result(str(item.path), item.problem)
 
 
+NOT_MEDIA_NAMED = 10
+
+
 @dataclass
 class ScanSummary:
     """What a scan did: `done` inputs scored and written this run (by label), `skipped` already in the output."""
@@ -103,6 +106,15 @@ class ScanSummary:
     done: int = 0
     skipped: int = 0
     labels: Counter = field(default_factory=Counter)
+    # Files in the folders scanned that are neither images nor videos (by extension): counted and reported (the
+    # first NOT_MEDIA_NAMED by name), never scored.
+    not_media: int = 0
+    not_media_paths: list[str] = field(default_factory=list)
+
+    def add_not_media(self, path: Path) -> None:
+        self.not_media += 1
+        if len(self.not_media_paths) < NOT_MEDIA_NAMED:
+            self.not_media_paths.append(str(path))
 
     @property
     def failed(self) -> int:
@@ -122,11 +134,13 @@ class ScanSummary:
         by_label = ", ".join(f"{k.replace('_', ' ')} {self.labels[k]:,}" for k in labels)
         text = f"{self.done:,} done" + (f" ({by_label})" if by_label else "")
         text += f", {self.skipped:,} skipped as already done, {self.failed:,} failed, {self.no_face:,} with no face"
+        if self.not_media:
+            text += f", {self.not_media:,} skipped: not an image or video"
         return text
 
     def to_json(self) -> dict:
         return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "no_face": self.no_face,
-                "labels": dict(self.labels)}  # fmt: skip
+                "not_media": self.not_media, "labels": dict(self.labels)}  # fmt: skip
 
 
 class NoInputs(Exception):
@@ -140,7 +154,8 @@ def pending_inputs(paths: Iterable[str | Path], done: set[str], summary: ScanSum
     from aletheia.video import VIDEO_EXTENSIONS
 
     paths = list(paths)
-    walk = walk_inputs(paths, extensions or (IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+    walk = walk_inputs(paths, extensions or (IMAGE_EXTENSIONS | VIDEO_EXTENSIONS),
+                       on_other=summary.add_not_media)  # fmt: skip
     first = next(walk, None)  # now, so that a scan of nothing fails before any model loads
     if first is None:
         raise NoInputs(f"no image or video files found in {' '.join(map(str, paths))}")

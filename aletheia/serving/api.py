@@ -1,7 +1,7 @@
-"""REST API under /api/v1: detect, health, models. Every error is JSON `{"detail": message}`; bad input is 4xx, never 500.
+"""REST API under /api/v1: detect, jobs, health, models. Every error is JSON `{"detail": message}`; bad input is 4xx, never 500.
 
 `POST /detect` takes a photo or a video and answers with the same JSON object as one line of `aletheia detect`
-(`ImageResult.to_json`, or `VideoResult.to_json` with "kind": "video"), the upload's filename standing in for the path.
+(`ImageResult.to_json`, or `VideoResult.to_json` with "kind": "video"), the upload's filename standing in for the path. `POST /jobs` takes the same upload off the request path (jobs.py).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import aletheia
 from aletheia.io import MAX_IMAGE_PIXELS, InputError, TooLargeError
+from aletheia.serving.jobs import Job, JobQueue, QueueFullError
 from aletheia.serving.service import (
     MAX_VIDEO_FRAMES,
     DetectionService,
@@ -129,6 +131,29 @@ class VideoDetectResult(BaseModel):
 
 class ErrorDetail(BaseModel):
     detail: str
+
+
+class JobCreated(BaseModel):
+    id: str
+
+
+class JobProgress(BaseModel):
+    frames_done: int | None
+    frames_total: int | None
+    faces: int | None
+
+
+class JobState(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "error", "cancelled"]
+    kind: Literal["image", "video"]
+    name: str
+    progress: JobProgress
+    created: str
+    started: str | None
+    ended: str | None
+    result: DetectResult | VideoDetectResult | None
+    error: str | None
 
 
 class ModelInfo(BaseModel):
@@ -280,6 +305,80 @@ def probe_upload(data: bytes, name: str) -> tuple[int, str] | None:
     return None
 
 
+# -- the upload form that POST /detect and POST /jobs share ---------------------------------------------------------
+
+
+@dataclass
+class DetectForm:
+    file: UploadFile
+    threshold: float | None
+    model: str | None
+    assume_face: bool
+    frames: int
+    track_strategy: str
+    tta: str | None
+
+    def photo_settings(self) -> dict[str, Any]:
+        return {"model": self.model, "threshold": self.threshold, "assume_face": self.assume_face, "tta": self.tta}
+
+    def video_settings(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "num_frames": self.frames,
+            "strategy": self.track_strategy,
+            "tta": self.tta,
+        }
+
+
+def detect_form(
+    file: Annotated[
+        UploadFile,
+        File(description="a photo, or a video (MP4, MOV, WebM, MKV, AVI; told by its contents or file name)"),
+    ],
+    threshold: Annotated[
+        float | None,
+        Form(
+            ge=0.0,
+            le=1.0,
+            description="fake probability at or above which a face (in a video: a person) is called fake; "
+            "default: the model's",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, Form(description="a name from GET /api/v1/models; default: the first")
+    ] = None,
+    assume_face: Annotated[
+        bool,
+        Form(description="photos only: skip face detection and score the whole image as one face crop"),
+    ] = False,
+    frames: Annotated[
+        int,
+        Form(
+            ge=1,
+            le=MAX_VIDEO_FRAMES,
+            description="videos only: how many evenly spaced frames to sample and search for faces",
+        ),
+    ] = DEFAULT_NUM_FRAMES,
+    track_strategy: Annotated[
+        Literal["mean_logit", "confident", "max"],
+        Form(
+            description="videos only: how a person's faces become one score (mean_logit: sigmoid of "
+            "the mean logit; confident: the DFDC winner's rule, the mean of the confident faces when most "
+            "are; max: the most fake-looking face)"
+        ),
+    ] = "mean_logit",
+    tta: Annotated[
+        Literal["none", "mirror", "mirror_zoom"] | None,
+        Form(
+            description="test-time augmentation: each face is also scored mirrored (mirror_zoom: and zoomed) "
+            "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror)"
+        ),
+    ] = None,
+) -> DetectForm:
+    return DetectForm(file, threshold, model, assume_face, frames, track_strategy, tta)
+
+
 # -- routes ---------------------------------------------------------------------------------------------------------
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -295,12 +394,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_api_router(
-    service: DetectionService, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-) -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX, tags=["detection"])
+def _job_or_404(job: Job | None, job_id: str) -> Job:
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r} on this server (ended jobs are kept for an hour)")
+    return job
 
-    @router.get("/health", response_model=Health)
+
+def build_api_router(
+    service: DetectionService, jobs: JobQueue, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> APIRouter:
+    router = APIRouter(prefix=API_PREFIX)
+
+    @router.get("/health", response_model=Health, tags=["detection"])
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -309,7 +414,7 @@ def build_api_router(
             "models": service.model_names,
         }
 
-    @router.get("/models", response_model=ModelList)
+    @router.get("/models", response_model=ModelList, tags=["detection"])
     def models() -> dict[str, Any]:
         return {"default": service.default_model, "models": service.describe_models()}
 
@@ -331,9 +436,20 @@ def build_api_router(
         if card is None or not card.is_file():
             raise HTTPException(404, f"no model card is kept with {pipeline.model_label}")
         return PlainTextResponse(card.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
+    async def read_upload_form(form: DetectForm) -> tuple[bytes, str, bool]:
+        """The upload's bytes, its name and whether it is a video; HTTPException for one refused up front."""
+        data = await form.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, too_large_message(max_upload_bytes))
+        name = upload_name(form.file.filename)
+        video = is_video_upload(data, name)
+        if not video and (refused := probe_upload(data, name)):
+            raise HTTPException(*refused)
+        return data, name, video
 
     @router.post(
         "/detect",
+        tags=["detection"],
         responses={
             200: {
                 "model": DetectResult | VideoDetectResult,
@@ -342,88 +458,78 @@ def build_api_router(
             **_ERRORS,
         },
     )
-    async def detect(
-        file: Annotated[
-            UploadFile,
-            File(
-                description="a photo, or a video (MP4, MOV, WebM, MKV, AVI; told by its contents or file name)"
-            ),
-        ],
-        threshold: Annotated[
-            float | None,
-            Form(
-                ge=0.0,
-                le=1.0,
-                description="fake probability at or above which a face (in a video: a person) is called fake; "
-                "default: the model's",
-            ),
-        ] = None,
-        model: Annotated[
-            str | None, Form(description="a name from GET /api/v1/models; default: the first")
-        ] = None,
-        assume_face: Annotated[
-            bool,
-            Form(description="photos only: skip face detection and score the whole image as one face crop"),
-        ] = False,
-        frames: Annotated[
-            int,
-            Form(
-                ge=1,
-                le=MAX_VIDEO_FRAMES,
-                description="videos only: how many evenly spaced frames to sample and search for faces",
-            ),
-        ] = DEFAULT_NUM_FRAMES,
-        track_strategy: Annotated[
-            Literal["mean_logit", "confident", "max"],
-            Form(
-                description="videos only: how a person's faces become one score (mean_logit: sigmoid of "
-                "the mean logit; confident: the DFDC winner's rule, the mean of the confident faces when most "
-                "are; max: the most fake-looking face)"
-            ),
-        ] = "mean_logit",
-        tta: Annotated[
-            Literal["none", "mirror", "mirror_zoom"] | None,
-            Form(
-                description="test-time augmentation: each face is also scored mirrored (mirror_zoom: and zoomed) "
-                "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror)"
-            ),
-        ] = None,
-    ) -> JSONResponse:
+    async def detect(form: Annotated[DetectForm, Depends(detect_form)]) -> JSONResponse:
         """Score every face in one uploaded photo, or every person (face track) in one uploaded video.
 
         A video is scored on `frames` evenly spaced frames; its faces are linked into one track per person, each
-        track gets one score (`track_strategy`), and the video the highest of them.
+        track gets one score (`track_strategy`), and the video the highest of them. A long video is better sent to
+        `POST /jobs`, which answers at once and reports progress.
         """
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, too_large_message(max_upload_bytes))
-        name = upload_name(file.filename)
-        if is_video_upload(data, name):
+        data, name, video = await read_upload_form(form)
+        if video:
             try:
-                video = await run_in_threadpool(
-                    service.detect_video,
-                    data,
-                    name,
-                    model=model,
-                    threshold=threshold,
-                    num_frames=frames,
-                    strategy=track_strategy,
-                    tta=tta,
-                )
+                scored = await run_in_threadpool(service.detect_video, data, name, **form.video_settings())
             except (InputError, UnknownServedModelError) as exc:
                 raise HTTPException(422, str(exc)) from exc
-            return JSONResponse(video.result.to_json())
-        if refused := probe_upload(data, name):
-            raise HTTPException(*refused)
+            return JSONResponse(scored.result.to_json())
         try:
-            detection = await run_in_threadpool(
-                service.detect, data, name, model=model, threshold=threshold, assume_face=assume_face, tta=tta
-            )
+            detection = await run_in_threadpool(service.detect, data, name, **form.photo_settings())
         except TooLargeError as exc:
             raise HTTPException(413, str(exc)) from exc
         except (InputError, UnknownServedModelError) as exc:
             raise HTTPException(422, str(exc)) from exc
         return JSONResponse(detection.result.to_json())
+
+    @router.post(
+        "/jobs",
+        status_code=202,
+        response_model=JobCreated,
+        responses={
+            503: {"model": ErrorDetail, "description": "Too many jobs queued or running; try again later"},
+            **_ERRORS,
+        },
+        tags=["jobs"],
+    )
+    async def create_job(form: Annotated[DetectForm, Depends(detect_form)]) -> JSONResponse:
+        """Queue a photo or a video (the same fields as `POST /detect`) and answer at once with the job's id.
+
+        Poll `GET /jobs/{id}` for its progress and, once `status` is `done`, its `result` (what `POST /detect`
+        returns). The upload is checked before it is queued: a file `POST /detect` refuses is refused here with
+        the same status. Jobs run one at a time, and never hold up a photo sent to `POST /detect`.
+        """
+        data, name, video = await read_upload_form(form)
+        try:
+            model = service.resolve(form.model)
+        except UnknownServedModelError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        settings = form.video_settings() if video else form.photo_settings()
+        try:
+            job = jobs.submit(data, name, video=video, **(settings | {"model": model}))
+        except QueueFullError as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
+        return JSONResponse({"id": job.id}, status_code=202)
+
+    @router.get(
+        "/jobs/{job_id}",
+        response_model=JobState,
+        responses={404: {"model": ErrorDetail, "description": "No such job, or it has expired"}},
+        tags=["jobs"],
+    )
+    def get_job(job_id: str) -> JSONResponse:
+        """A job's status (queued, running, done, error, cancelled), progress in frames and faces, and its
+        `result` once done or its `error` message. Ended jobs are kept for an hour."""
+        return JSONResponse(_job_or_404(jobs.get(job_id), job_id).to_json())
+
+    @router.delete(
+        "/jobs/{job_id}",
+        response_model=JobState,
+        responses={404: {"model": ErrorDetail, "description": "No such job, or it has expired"}},
+        tags=["jobs"],
+    )
+    def cancel_job(job_id: str) -> JSONResponse:
+        """Cancel a job: a queued one never runs, a running video stops after the frame it is on (its status
+        turns `cancelled` then). A job that has already ended is left as it is."""
+        return JSONResponse(_job_or_404(jobs.cancel(job_id), job_id).to_json())
 
     return router
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -30,6 +31,8 @@ from aletheia.serving.api import (
     build_api_router,
     install_error_handlers,
 )
+from aletheia.serving.docs import install_offline_docs
+from aletheia.serving.jobs import JobQueue
 from aletheia.serving.service import DetectionService, load_pipelines
 from aletheia.serving.uploads import UploadsOnlyMiddleware
 
@@ -71,21 +74,24 @@ def build_app(
     if not isinstance(pipelines, Mapping):
         pipelines = load_pipelines(list(pipelines))
     service = DetectionService(pipelines)
+    jobs = JobQueue(service)
     app = FastAPI(
         title="Aletheia deepfake detector",
         version=aletheia.__version__,
         description="Scores every face in a photo, or every person (face track) in a video, with its probability "
         "of being fake. The web app is at `/`.",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served from local files by install_offline_docs, not from a CDN
         redoc_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.detection_service = service  # for embedding apps and tests
+    app.state.jobs = jobs
     install_error_handlers(app)
-    app.include_router(build_api_router(service, max_upload_bytes))
+    install_offline_docs(app, API_PREFIX)
+    app.include_router(build_api_router(service, jobs, max_upload_bytes))
     app.add_middleware(UploadLimitMiddleware, path_prefix=API_PREFIX, max_upload_bytes=max_upload_bytes)
 
-    demo = build_demo(service, default_examples() if examples is None else examples)
+    demo = build_demo(service, default_examples() if examples is None else examples, jobs=jobs)
     # One inference at a time per event; more users wait in the queue instead of racing for the two CPU cores.
     demo.queue(default_concurrency_limit=1, max_size=64)
     # System fonts only: the default theme would fetch Google Fonts, which offline machines cannot reach.
@@ -97,7 +103,7 @@ def build_app(
         demo,
         path="/",
         max_file_size=max_upload_bytes,
-        footer_links=["api"],
+        footer_links=[],  # Gradio's API page is not Aletheia's API: the app links to /api/v1/docs instead
         run_history=False,
         ssr_mode=False,
         mcp_server=False,
@@ -129,13 +135,16 @@ def serve(
     device: str = "cpu",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
     """Load the models once (none named: the bundled default) and serve until interrupted.
 
-    Loader errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
+    Loader errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages; a port that
+    cannot be listened on raises OSError (see `listen`) before anything is printed. `sock`: one `listen` made.
     """
     import uvicorn
 
+    sock = sock or listen(host, port)
     if not isinstance(models, Mapping):
         models = load_pipelines(list(models), arch=arch, device=device)
     app = build_app(models, max_upload_bytes=max_upload_bytes)
@@ -143,7 +152,23 @@ def serve(
     print(
         f"Aletheia: web app at http://{shown}:{port}/  REST API docs at http://{shown}:{port}{API_PREFIX}/docs"
     )
-    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(app, log_level=log_level)).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, for uvicorn to serve on. OSError with a plain message when the port is taken
+    or the address is not this machine's."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"port {port} on {host} is already in use (another server?); "
+                                     "stop it or choose another port with --port") from exc  # fmt: skip
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class BackgroundServer:

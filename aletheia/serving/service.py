@@ -2,13 +2,13 @@
 
 Pipelines load once, at start. Each request brings its own threshold: results are relabelled per request and the
 shared pipelines are never mutated, so concurrent users with different thresholds cannot disturb each other.
-Videos get a VideoDetector of their own per request (it keeps per-video state), run under the model's lock.
+Videos get a VideoDetector of their own per request (it keeps per-video state), run under the model's gate, which
+they open for photos between frames (see gate.py): a video never holds up a photo for longer than one frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,13 +22,16 @@ from aletheia.pipeline import DeepfakeDetectorPipeline
 from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
 from aletheia.tta import check_mode
+from aletheia.serving.gate import ModelGate
 from aletheia.video import (
     DEFAULT_NUM_FRAMES,
     TRACK_STRATEGIES,
     VideoDetector,
+    VideoInput,
     VideoResult,
     is_video_path,
 )
+from aletheia.video.detect import FrameProgress
 
 # Enough to follow every person through a long clip; each sampled frame costs a face search.
 MAX_VIDEO_FRAMES = 256
@@ -145,17 +148,18 @@ def load_pipelines(
 
 
 class DetectionService:
-    """Named pipelines (the first is the default), each guarded by its own lock.
+    """Named pipelines (the first is the default), each guarded by its own gate.
 
-    The pipelines make no thread-safety promise, and the web app's queue and the REST API's thread pool call in
-    from different threads, so inference on one model is serialised; different models may run side by side.
+    The pipelines make no thread-safety promise, and the web app's queue, the REST API's thread pool and the job
+    worker call in from different threads, so inference on one model is serialised (photos first, see gate.py);
+    different models may run side by side.
     """
 
     def __init__(self, pipelines: Mapping[str, DeepfakeDetectorPipeline]) -> None:
         if not pipelines:
             raise ValueError("a server needs at least one model")
         self.pipelines = dict(pipelines)
-        self._locks = {name: threading.Lock() for name in self.pipelines}
+        self._gates = {name: ModelGate() for name in self.pipelines}
         self._photo_workers = ThreadPoolExecutor(DECODE_SLOTS, thread_name_prefix="aletheia-photo")
 
     @property
@@ -242,7 +246,7 @@ class DetectionService:
         except InputError as exc:
             raise type(exc)(_rename(str(exc), f"<{len(data)} bytes>", name)) from exc
         facts = input_facts(data)  # of the upload as sent, not of the decoded pixels
-        with self._locks[key]:
+        with self._gates[key].photo():
             result = (
                 self.pipelines[key]
                 .with_tta(tta)
@@ -254,7 +258,7 @@ class DetectionService:
 
     def detect_video(
         self,
-        data: bytes,
+        data: VideoInput,
         name: str,
         *,
         model: str | None = None,
@@ -263,10 +267,12 @@ class DetectionService:
         strategy: str = "mean_logit",
         keep_crops: bool = False,
         tta: str | None = None,
+        on_frame: FrameProgress | None = None,
     ) -> VideoDetection:
-        """Score one uploaded video: `num_frames` evenly spaced frames, each person's faces linked into a track and
-        scored by `strategy`. `name` (the upload's filename) becomes the result's `path`. `keep_crops`: the faces
-        picked for display carry their crops.
+        """Score one uploaded video (its bytes, or the path it was saved to): `num_frames` evenly spaced frames,
+        each person's faces linked into a track and scored by `strategy`. `name` (the upload's filename) becomes
+        the result's `path`. `keep_crops`: the faces picked for display carry their crops. `on_frame` hears of
+        each frame done, and may raise to stop the video there.
 
         Raises InputError, with `name` in its message, for a file that is not a readable video.
         """
@@ -285,8 +291,15 @@ class DetectionService:
         videos = VideoDetector(
             cast(DeepfakeDetectorPipeline, recorder or pipeline), num_frames=num_frames, strategy=strategy
         )
-        with self._locks[key]:
-            result = videos.predict(data, path=name)
+        gate = self._gates[key]
+
+        def between_frames(done: int, total: int, faces: int) -> None:
+            gate.let_photos_through()
+            if on_frame is not None:
+                on_frame(done, total, faces)
+
+        with gate.video():
+            result = videos.predict(data, path=name, on_frame=between_frames)
         if recorder is not None:
             _keep_display_crops(result, recorder.crops)
         return VideoDetection(with_threshold(result, pipeline.threshold if threshold is None else threshold))

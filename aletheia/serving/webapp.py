@@ -22,6 +22,7 @@ import gradio as gr
 from aletheia.io import IMAGE_EXTENSIONS, InputError
 from aletheia.report import ReportItem, model_card_limits, report_html
 from aletheia.results import EXPLANATIONS
+from aletheia.serving.jobs import Job, JobQueue, QueueFullError
 from aletheia.serving.render import (
     attention_overlay,
     draw_faces,
@@ -39,7 +40,13 @@ from aletheia.serving.service import (
     with_threshold,
 )
 from aletheia.serving.uploads import read_upload
-from aletheia.video import DEFAULT_NUM_FRAMES, TRACK_STRATEGIES, VIDEO_EXTENSIONS, VideoResult
+from aletheia.video import (
+    DEFAULT_NUM_FRAMES,
+    TRACK_STRATEGIES,
+    VIDEO_EXTENSIONS,
+    VideoResult,
+    is_video_path,
+)
 
 # The file picker offers these; Gradio refuses other extensions with its own message, and a file with a right
 # extension but bad contents gets load_image's (or the video reader's) message in the verdict area.
@@ -60,6 +67,20 @@ KINDS_EXPLAINED = (
     "*Manipulated*: a real face edited (swapped, reenacted, blended). *Generated*: a face made whole by a GAN or "
     "diffusion model. The fake probability is that of either."
 )
+CANCELLED = "The video was not scored to the end. Upload it again to start over."
+API_LINKS = (
+    "For programs: the REST API, [documented here](api/v1/docs) (or as [ReDoc](api/v1/redoc)), takes the same "
+    "uploads; long videos go to `POST /api/v1/jobs`."
+)
+# Scrolls the verdict to the top of the screen when it is out of view or in the lower half, as on a phone, where the
+# page is one column and the results come after the controls; on a wide screen it is in view already.
+SHOW_VERDICT = """() => {
+  const verdict = document.getElementById("verdict");
+  const top = verdict ? verdict.getBoundingClientRect().top : 0;
+  if (top < 0 || top > window.innerHeight / 2) verdict.scrollIntoView({block: "start"});
+}"""
+# Scoring events running at once (the web app's queue; inference itself is serialised per model by the service).
+SCORING_CONCURRENCY = 4
 READ_ADVICE = "Upload a photo (JPEG, PNG, WebP, ...) or a video (MP4, MOV, WebM, MKV, AVI)."
 
 CALLS = {"fake": "likely **fake**", "real": "likely **real**", "inconclusive": "**inconclusive**"}
@@ -246,8 +267,13 @@ def _message(title: str, text: str) -> Outputs:
     return None, f"### {title}\n{text}", [], None, None
 
 
-def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -> gr.Blocks:
-    """The Blocks app; it is served by mounting it on the FastAPI app (see server.build_app)."""
+def build_demo(
+    service: DetectionService, examples: Sequence[str | Path] = (), jobs: JobQueue | None = None
+) -> gr.Blocks:
+    """The Blocks app; it is served by mounting it on the FastAPI app (see server.build_app). Videos run as jobs
+    of `jobs` (default: a queue of the app's own)."""
+
+    jobs = jobs or JobQueue(service)
 
     def analyse(
         path: str | None,
@@ -255,7 +281,12 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         threshold: float,
         frames: float = DEFAULT_NUM_FRAMES,
         strategy: str = "mean_logit",
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ) -> Outputs:
+        session = request.session_hash if request is not None else None
+        if session:
+            jobs.cancel_owned(session)  # a new upload replaces the video still being scored
         if not path:
             return None, WAITING, [], None, None
         name = upload_name(path)  # Gradio keeps the client's file name inside a per-upload folder
@@ -265,16 +296,8 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             return _message("Could not read this file", str(exc))
         try:
             if is_video_upload(data, name):
-                video = service.detect_video(
-                    data,
-                    name,
-                    model=model,
-                    threshold=threshold,
-                    num_frames=int(frames),
-                    strategy=strategy,
-                    keep_crops=True,
-                )
-                return render_outputs(video)
+                return score_video(data, name, session, progress, model=model, threshold=threshold,
+                                   num_frames=int(frames), strategy=strategy)  # fmt: skip
             detection = service.detect(data, name, model=model, threshold=threshold, return_attention=True)
         except InputError as exc:
             return _message("Could not read this file", f"{exc}. {READ_ADVICE}")
@@ -285,15 +308,47 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         # Sessions keep only a display-sized copy of the photo: a phone photo would hold ~70 MB for an hour.
         return render_outputs(Detection(shrink_for_display(detection.image), detection.result))
 
+    def score_video(
+        data: bytes, name: str, session: str | None, progress: gr.Progress, **settings: Any
+    ) -> Outputs:
+        """A video runs as a job (jobs.py), as POST /api/v1/jobs does: its frames show on the progress bar, the
+        Cancel button stops it, and photos, the page's and the REST API's, never wait for it."""
+        service.resolve(settings["model"])  # an unknown model is told at once, not after the queue
+        try:
+            job = jobs.submit(data, name, video=True, owner=session, keep_crops=True, **settings)
+        except QueueFullError as exc:
+            return _message("The server is busy", str(exc))
+
+        def show(job: Job) -> None:
+            if job.frames_total:
+                progress((job.frames_done or 0, job.frames_total), desc="Scoring frames", unit="frames")
+
+        jobs.wait(job, on_progress=show)
+        if job.status == "cancelled":
+            return _message("Cancelled", CANCELLED)
+        if job.failure is not None:
+            raise job.failure  # the same messages as a photo's
+        if job.status == "error":
+            return _message("Something went wrong", job.error or "")
+        return render_outputs(job.outcome)
+
+    def cancel(request: gr.Request) -> None:
+        jobs.cancel_owned(request.session_hash)
+
+    def show_cancel(path: str | None) -> Any:
+        return gr.update(visible=bool(path) and is_video_path(path))
+
     def change_model(
         path: str | None,
         model: str | None,
         frames: float = DEFAULT_NUM_FRAMES,
         strategy: str = "mean_logit",
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[Any, ...]:
         # A model brings its own operating point: reset the slider to it, then rescore.
         threshold = service.default_threshold(model)
-        return threshold, *analyse(path, model, threshold, frames, strategy)
+        return threshold, *analyse(path, model, threshold, frames, strategy, request, progress)
 
     def change_video_settings(
         kept: Kept | None,
@@ -302,11 +357,13 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         threshold: float,
         frames: float,
         strategy: str,
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> Outputs:
         # Only a video depends on these: a photo's result stands.
         if not isinstance(kept, VideoDetection):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return analyse(path, model, threshold, frames, strategy)
+        return analyse(path, model, threshold, frames, strategy, request, progress)
 
     def relabelled(detection: Kept | None, threshold: float | None) -> Kept | None:
         if detection is None or threshold is None:
@@ -372,15 +429,18 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
                     height="auto",
                     format="png",
                     object_fit="contain",
+                    buttons=["download", "fullscreen"],
                     elem_id="faces",
                 )
             with gr.Column(scale=3):
+                stop = gr.Button("Cancel", variant="stop", size="sm", visible=False, elem_id="cancel")
                 verdict = gr.Markdown(WAITING, elem_id="verdict")
                 annotated = gr.Image(
                     label=PICTURE_LABEL,
                     type="numpy",
                     interactive=False,
                     format="png",
+                    buttons=["download", "fullscreen"],  # no "share" (to Hugging Face): results stay here
                     elem_id="annotated",
                 )
                 report = gr.DownloadButton(
@@ -392,6 +452,7 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
         with gr.Accordion("JSON (the same as POST /api/v1/detect returns)", open=False):
             # Text, not gr.JSON: gradio_client takes any dict with a "path" key for a file to download.
             as_json = gr.Code(language="json", interactive=False, elem_id="json")
+        gr.Markdown(API_LINKS, elem_id="api-links")
         kept = gr.State(None, time_to_live=3600)
 
         def refresh_report(detection: Kept | None) -> Any:
@@ -399,21 +460,44 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
             return gr.DownloadButton(value=path, interactive=path is not None)
 
         outputs = [annotated, verdict, gallery, as_json, kept]
+        # Gradio's generated API page is not Aletheia's API (that is /api/v1): its endpoints stay callable by
+        # gradio_client but undocumented, and the footer that links to the page is not shown (server.py).
+        # Scoring shares a concurrency group wider than one: a video waits for its job, not for the CPU, and must
+        # not keep another user's photo waiting behind it (the service serialises inference on a model).
+        scoring: dict[str, Any] = {
+            "api_visibility": "undocumented",
+            "concurrency_id": "scoring",
+            "concurrency_limit": SCORING_CONCURRENCY,
+        }
+        quiet: dict[str, Any] = {"api_visibility": "undocumented", "queue": False, "show_progress": "hidden"}
+        # The Cancel button shows (for a video) before scoring starts, and hides once it has ended.
+        scored = upload.change(show_cancel, [upload], [stop], **quiet).then(
+            analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect", **scoring
+        )
+        scored.then(lambda: gr.update(visible=False), None, [stop], **quiet)
+        # On a narrow screen the results column sits below the controls: bring the verdict into view at once
+        # (a video's progress bar shows there) and again when it is in.
+        upload.change(None, js=SHOW_VERDICT, **quiet)
+        scored.then(None, js=SHOW_VERDICT, **quiet)
+        stop.click(cancel, None, None, **quiet)
         events = [
-            upload.change(analyse, [upload, model, threshold, frames, strategy], outputs, api_name="detect"),
+            scored,
             model.input(
                 change_model,
                 [upload, model, frames, strategy],
                 [threshold, *outputs],
                 api_name="change_model",
+                **scoring,
             ),
         ]
         video_settings = [kept, upload, model, threshold, frames, strategy]
         events.append(
-            frames.release(change_video_settings, video_settings, outputs, api_name="change_frames")
+            frames.release(change_video_settings, video_settings, outputs, api_name="change_frames", **scoring)
         )
         events.append(
-            strategy.input(change_video_settings, video_settings, outputs, api_name="change_track_strategy")
+            strategy.input(
+                change_video_settings, video_settings, outputs, api_name="change_track_strategy", **scoring
+            )
         )
         # Fires on programmatic updates too (change_model): harmless, relabelling is idempotent and cheap.
         events.append(
@@ -422,6 +506,7 @@ def build_demo(service: DetectionService, examples: Sequence[str | Path] = ()) -
                 [kept, threshold],
                 outputs,
                 api_name="relabel",
+                api_visibility="undocumented",
                 trigger_mode="always_last",
                 show_progress="hidden",
             )

@@ -8,7 +8,7 @@ they go through the classifier in full batches as they accumulate.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 # pyramid then finds faces from ~86 px), not the 2% that photos get: that finer pyramid has 4x the tiles (155 rather
 # than 36 per 1080p frame), and a video has 32 frames.
 VIDEO_MIN_FACE_FRACTION = 0.04
+
+# Called after each sampled frame (its faces found, full classifier batches run) with the frames done, the frames
+# to sample and the faces found so far. It may raise to stop the video there (a cancelled job does).
+FrameProgress = Callable[[int, int, int], None]
 
 
 class VideoDetector:
@@ -64,10 +68,13 @@ class VideoDetector:
         self.detector = dataclasses.replace(pipeline.detector)  # own copy: its min_face_size is set per video
         self.search = FrameFaceSearch(self.detector, full_every=full_detection_every)
 
-    def predict(self, source: VideoInput, *, path: str | None = None) -> VideoResult:
+    def predict(
+        self, source: VideoInput, *, path: str | None = None, on_frame: FrameProgress | None = None
+    ) -> VideoResult:
         """Score one video: a path, uploaded bytes or a binary file object (`path` names it in the result).
 
-        Raises `InputError` when it cannot be read; `predict_many` reports that instead.
+        Raises `InputError` when it cannot be read; `predict_many` reports that instead. `on_frame` hears of each
+        sampled frame as it is done (see FrameProgress); whatever it raises ends the video.
         """
         pipeline = self.pipeline
         name = path or (str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>")
@@ -86,7 +93,8 @@ class VideoDetector:
                     max(VIDEO_MIN_FACE_FRACTION * longest, min(40, 0.06 * longest))
                 )
             self.search.reset()
-            for frame in reader.frames(reader.sample_times(self.num_frames, self.fps)):
+            times = reader.sample_times(self.num_frames, self.fps)
+            for frame in reader.frames(times):
                 frame_result = FrameResult(index=frame.index, time=frame.time)
                 height, width = frame.image.shape[:2]
                 for face in self.search(frame.image):
@@ -104,6 +112,8 @@ class VideoDetector:
                 result.frames.append(frame_result)
                 faces.extend(frame_result.faces)
                 crops = self._classify_full_batches(crops, logits, spreads)
+                if on_frame is not None:
+                    on_frame(len(result.frames), len(times), len(faces))
         if crops:
             self._classify(crops, logits, spreads)
         # Column 0: the overall fake logit; then one per kind of fake, for models that score kinds.

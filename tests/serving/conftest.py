@@ -18,6 +18,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 TEST_MAX_UPLOAD_BYTES = 1024 * 1024
 # Frames sampled from test videos: enough for a track (two sightings), few enough to stay quick.
 TEST_VIDEO_FRAMES = 4
+LONG_VIDEO_FRAMES = 256
 
 
 @dataclass
@@ -25,6 +26,7 @@ class RunningServer:
     url: str
     service: object  # aletheia.serving.service.DetectionService
     pipelines: dict
+    jobs: object = None  # aletheia.serving.jobs.JobQueue
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +51,19 @@ def astronaut_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16 s clip (256 frames at 16 fps) of the astronaut moving right: long enough to watch a job's progress."""
+    from tests.test_video import _moving_astronaut, write_video
+
+    path = tmp_path_factory.mktemp("videos") / "long-walk.mp4"
+    write_video(path, _moving_astronaut(count=LONG_VIDEO_FRAMES), fps=16)
+    return path
+
+
+@pytest.fixture(scope="session")
 def server(served_pipelines: dict) -> Iterator[RunningServer]:
     from aletheia.serving import BackgroundServer, build_app
 
     app = build_app(served_pipelines, max_upload_bytes=TEST_MAX_UPLOAD_BYTES, examples=[ASTRONAUT])
     with BackgroundServer(app) as url:
-        yield RunningServer(url, app.state.detection_service, served_pipelines)
+        yield RunningServer(url, app.state.detection_service, served_pipelines, app.state.jobs)

@@ -16,7 +16,7 @@ from playwright.sync_api import expect  # noqa: E402
 
 from aletheia.serving.browser import CHROMIUM, launch_chromium
 
-from .conftest import ARTIFACTS, ASTRONAUT, RunningServer
+from .conftest import ARTIFACTS, ASTRONAUT, LONG_VIDEO_FRAMES, RunningServer
 
 expect.set_options(timeout=60_000)  # a model run on a busy two-core machine can take seconds
 
@@ -26,30 +26,42 @@ pytestmark = [
 ]
 
 
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture
-def page(server: RunningServer) -> Iterator[object]:
+def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
-            outside: list[str] = []
-            # The app must work with nothing but its own server: refuse (and remember) any other request.
-            page.route(
-                "**/*",
-                lambda r: (
-                    r.continue_()
-                    if r.request.url.startswith(server.url)
-                    else (outside.append(r.request.url), r.abort())
-                ),
-            )
-            page.outside_requests = outside
-            page.goto(server.url + "/")
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def _open(browser: object, server: RunningServer, path: str = "/", viewport: dict | None = None) -> object:
+    page = browser.new_page(viewport=viewport or {"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    outside: list[str] = []
+    # The app must work with nothing but its own server: refuse (and remember) any other request.
+    page.route(
+        "**/*",
+        lambda r: (
+            r.continue_()
+            if r.request.url.startswith(server.url)
+            else (outside.append(r.request.url), r.abort())
+        ),
+    )
+    page.outside_requests = outside
+    page.goto(server.url + path)
+    return page
+
+
+@pytest.fixture
+def page(browser: object, server: RunningServer) -> object:
+    return _open(browser, server)
 
 
 def _screenshot(page: object, name: str) -> None:
@@ -136,4 +148,72 @@ def test_upload_a_video_and_read_the_people(page: object, astronaut_video: Path)
     captions = page.locator("#faces .caption-label").all_inner_texts()
     assert captions and captions[0].startswith("person 0: "), captions
     _screenshot(page, "webapp-video.png")
+    assert page.outside_requests == []
+
+
+def test_on_a_phone_the_verdict_is_in_view_after_an_upload(
+    browser: object, server: RunningServer, tmp_path: Path
+) -> None:
+    page = _open(browser, server, viewport=PHONE)
+    page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("Verdict")
+    # The page scrolls the verdict to the top once the result is in.
+    page.wait_for_function(
+        "() => { const r = document.getElementById('verdict').getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= window.innerHeight; }"
+    )
+    page.screenshot(path=str(tmp_path / "phone-after-upload.png"))  # the viewport: what the phone shows
+    box = verdict.bounding_box()
+    assert box is not None and box["height"] > 0
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], box
+    assert (tmp_path / "phone-after-upload.png").stat().st_size > 0
+    assert page.outside_requests == []
+
+
+def test_no_share_button_and_no_gradio_api_page_but_links_to_the_rest_docs(page: object) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+    expect(page.locator("#verdict")).to_contain_text("Verdict")
+    page.locator("#annotated img").wait_for()
+    assert page.locator("button[title='Share'], button[aria-label='Share']").count() == 0
+    assert page.get_by_text("Use via API").count() == 0 and page.locator("footer").count() == 0
+    links = page.locator("#api-links a")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == [
+        "api/v1/docs",
+        "api/v1/redoc",
+    ]
+    assert page.outside_requests == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/docs", "/api/v1/redoc"])
+def test_the_api_docs_load_from_this_server_alone(browser: object, server: RunningServer, path: str) -> None:
+    page = _open(browser, server, path)
+    # Both pages render the OpenAPI description: the jobs endpoint's summary is there once they have.
+    expect(page.locator("body")).to_contain_text("Create Job")
+    expect(page.locator("body")).to_contain_text("/api/v1/jobs")
+    assert page.outside_requests == []
+    page.wait_for_timeout(
+        500
+    )  # late images (ReDoc's sidebar logo) are refused by the page's policy, never sent
+    assert page.outside_requests == []
+
+
+def test_a_video_shows_its_progress_in_frames_and_can_be_cancelled(
+    page: object, server: RunningServer, long_video: Path
+) -> None:
+    page.get_by_text("Video settings").click()
+    frames = page.locator("#frames input[type=number]")
+    frames.fill(str(LONG_VIDEO_FRAMES))
+    frames.press("Enter")
+    page.locator("#photo input[type=file]").set_input_files(str(long_video))
+    cancel = page.locator("#cancel")
+    expect(cancel).to_be_visible()
+    page.wait_for_function(rf"() => /\b\d+\/{LONG_VIDEO_FRAMES} frames\b/.test(document.body.innerText)")
+    _screenshot(page, "webapp-video-progress.png")
+    cancel.click()
+    expect(page.locator("#verdict")).to_contain_text("Cancelled")
+    expect(cancel).to_be_hidden()
+    (job,) = [j for j in server.jobs._jobs.values() if j.name == long_video.name]
+    assert job.status == "cancelled" and job.frames_done < job.frames_total == LONG_VIDEO_FRAMES
     assert page.outside_requests == []

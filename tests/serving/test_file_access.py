@@ -88,7 +88,7 @@ def test_an_upload_through_the_api_is_analysed(http: httpx.Client) -> None:
 def test_an_upload_through_gradio_client_still_works(server: RunningServer) -> None:
     client = Client(server.url + "/", verbose=False)
     annotated, verdict, _, as_json = client.predict(
-        handle_file(str(ASTRONAUT)), "b4", 0.5, api_name="/detect"
+        handle_file(str(ASTRONAUT)), "b4", 0.5, 32, "mean_logit", api_name="/detect"
     )
     assert verdict.startswith("### Verdict") and json.loads(as_json)["path"] == "astronaut.jpg"
     assert np.asarray(Image.open(annotated)).shape == (512, 512, 3)

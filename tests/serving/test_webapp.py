@@ -12,8 +12,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.records import timeless
+from aletheia.video import DEFAULT_NUM_FRAMES
 
 from .conftest import ASTRONAUT, TEST_VIDEO_FRAMES, RunningServer
+
+# The app's endpoints are undocumented (Gradio's API page is not Aletheia's API), so gradio_client does not know
+# their defaults: every input is sent.
+VIDEO_DEFAULTS = (DEFAULT_NUM_FRAMES, "mean_logit")
 
 
 @pytest.fixture
@@ -23,7 +28,7 @@ def client(server: RunningServer) -> Client:
 
 
 def _detect(client: Client, path: Path, model: str = "b4", threshold: float = 0.5) -> tuple:
-    return client.predict(handle_file(str(path)), model, threshold, api_name="/detect")
+    return client.predict(handle_file(str(path)), model, threshold, *VIDEO_DEFAULTS, api_name="/detect")
 
 
 def _detect_video(client: Client, path: Path, threshold: float = 0.5, strategy: str = "mean_logit") -> tuple:
@@ -65,7 +70,7 @@ def test_threshold_relabels_without_rescoring(client: Client) -> None:
 
 def test_choosing_a_model_brings_its_threshold(client: Client) -> None:
     threshold, _, verdict, _, as_json = client.predict(
-        handle_file(str(ASTRONAUT)), "b4-at-0.3", api_name="/change_model"
+        handle_file(str(ASTRONAUT)), "b4-at-0.3", *VIDEO_DEFAULTS, api_name="/change_model"
     )
     assert threshold == 0.3 and "threshold 0.30" in verdict and json.loads(as_json)["threshold"] == 0.3
 
@@ -154,7 +159,7 @@ def test_a_corrupt_video_gets_a_clear_message(client: Client, tmp_path: Path, as
 
 
 def test_cleared_upload_resets_the_page(client: Client) -> None:
-    assert client.predict(None, "b4", 0.5, api_name="/detect") == (
+    assert client.predict(None, "b4", 0.5, *VIDEO_DEFAULTS, api_name="/detect") == (
         None,
         "Upload a photo or a video, or pick an example, to see the verdict.",
         [],
