@@ -21,8 +21,8 @@ from aletheia.io import InputError, load_image_within
 from aletheia.pipeline import DeepfakeDetectorPipeline
 from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
-from aletheia.tta import check_mode
 from aletheia.serving.gate import ModelGate
+from aletheia.tta import check_mode
 from aletheia.video import (
     DEFAULT_NUM_FRAMES,
     TRACK_STRATEGIES,

@@ -11,8 +11,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.records import timeless
 from aletheia.video import DEFAULT_NUM_FRAMES
+from tests.records import timeless
 
 from .conftest import ASTRONAUT, TEST_VIDEO_FRAMES, RunningServer
 
