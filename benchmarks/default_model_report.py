@@ -133,17 +133,23 @@ def left_out_method(model: str, run_dir: str, threshold: float) -> dict:
     return results
 
 
-def photo_false_positives(model: str, photos: Path) -> dict:
+def photo_false_positives(model: str, photos: Path, tta: str = "mirror") -> dict:
+    """Real photos scored whole: how many reach the threshold (`flagged`, as before verdicts had a band), and how
+    many are called fake or inconclusive by the three-way verdict."""
     from aletheia.io import iter_input_files
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    pipeline = DeepfakeDetectorPipeline(model_checkpoint=model)
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=model, tta=tta)
     results = list(pipeline.predict_many(iter_input_files([photos])))
     scored = [r for r in results if r.faces]
-    flagged = [r.path for r in scored if r.label == "fake"]
+    flagged = [r.path for r in scored if r.score >= pipeline.threshold]
+    called_fake = [r.path for r in scored if r.label == "fake"]
+    inconclusive = [r.path for r in scored if r.label == "inconclusive"]
     return {"photos": len(results), "with_faces": len(scored), "flagged_fake": len(flagged),
             "flagged_share": len(flagged) / max(1, len(scored)), "flagged": flagged,
-            "threshold": pipeline.threshold}  # fmt: skip
+            "called_fake_share": len(called_fake) / max(1, len(scored)),
+            "inconclusive_share": len(inconclusive) / max(1, len(scored)),
+            "threshold": pipeline.threshold, "tta": tta}  # fmt: skip
 
 
 def classifier_speed(model: str, batch: int = 32, repeats: int = 5) -> dict:

@@ -90,9 +90,14 @@ def _jpeg(crop: np.ndarray, quality: int = 75) -> np.ndarray:
 
 
 def model_figures(
-    checkpoint: str, faces: pd.DataFrame, crops: np.ndarray, stability_faces: int, photos: Path | None
+    checkpoint: str,
+    faces: pd.DataFrame,
+    crops: np.ndarray,
+    stability_faces: int,
+    photos: Path | None,
+    tta: str = "mirror",
 ) -> dict:
-    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint)
+    pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, tta=tta)
     threshold = pipeline.threshold
     score, kind_scores = _score(pipeline, crops)
     method, source = faces["method"].to_numpy(), faces["source"].to_numpy()
@@ -120,8 +125,9 @@ def model_figures(
     flagged = {SHORT_NAMES.get(s, s): float((score[real & (source == s)] >= threshold).mean())
                for s in sorted(set(source[real]))}  # fmt: skip
     if photos is not None:
-        result = photo_false_positives(checkpoint, photos)
+        result = photo_false_positives(checkpoint, photos, tta)
         flagged["deepface photos (whole photos)"] = result["flagged_share"]
+        figures["photos"] = result  # with the three-way verdict's shares (called fake, inconclusive)
     figures["reals_flagged"] = flagged
     figures["fakes_caught_at_threshold"] = {
         name: float((score[fake & (method == name)] >= threshold).mean()) for name in sorted(set(method[fake]))
@@ -201,6 +207,13 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="folder of real photos (whole images) to count false positives")
     parser.add_argument("--stability-faces", type=int, default=600)
     parser.add_argument("--sample", type=int, help="score only this many held-out faces (a quick look, not the report)")
+    parser.add_argument(
+        "--tta",
+        default="mirror",
+        choices=["none", "mirror", "mirror_zoom"],
+        help="test-time augmentation, as the pipeline applies it (default: mirror, what detect does); with mirror "
+        "the mirror-stability figure is 0 by construction",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -210,6 +223,7 @@ def main() -> None:
     crops = _read_crops(faces)
     config = TrainConfig.from_yaml(args.run_dir / "config.yaml")
     held_out = {"faces": int(len(faces)),
+                "tta": args.tta,
                 "description": f"validation split of {args.run_dir} and every face of the methods it left out: "
                                f"{', '.join(config.exclude_methods) or 'none'}",
                 "by_method": faces.groupby(["label", "method"]).size().rename("faces").reset_index().to_dict("records")}  # fmt: skip
@@ -217,7 +231,7 @@ def main() -> None:
     for spec in args.model:
         name, _, checkpoint = spec.partition("=")
         print(f"scoring {name} ({checkpoint})", flush=True)
-        results[name] = model_figures(checkpoint, faces, crops, args.stability_faces, args.photos)
+        results[name] = model_figures(checkpoint, faces, crops, args.stability_faces, args.photos, args.tta)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "summary.json").write_text(json.dumps({"held_out": held_out, "models": results}, indent=1))
     markdown = summary_markdown(results, held_out)
