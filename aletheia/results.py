@@ -62,6 +62,8 @@ class DecisionRule:
         threshold keeps the band's width. A threshold of 0 or 1 leaves no band."""
         if not 0.0 < threshold < 1.0:
             return threshold, threshold
+        if self.band is not None and threshold == self.threshold:
+            return float(self.band[0]), float(self.band[1])  # exactly: the logit round trip adds float noise
         shift = _logit(threshold)
         if self.band is None or not 0.0 < self.threshold < 1.0:
             low, high = -DEFAULT_BAND_LOGIT, DEFAULT_BAND_LOGIT

@@ -98,9 +98,9 @@ class _CountingClassifier:
     def __init__(self, inner: object) -> None:
         self.inner, self.batches = inner, []
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def infer(self, batch: np.ndarray, with_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.batches.append(len(batch))
-        return self.inner(batch)
+        return self.inner.infer(batch, with_attention)
 
 
 def test_mirror_augmentation_averages_logits_in_one_pass_and_reports_the_spread(lite) -> None:
@@ -144,7 +144,11 @@ def test_a_calibrated_band_and_spread_limit_travel_with_the_checkpoint(lite, tmp
     record = banded.predict(ASTRONAUT).to_json()
     assert record["band"] == [pytest.approx(band[0]), pytest.approx(band[1])]
     assert "default_band" not in [w["code"] for w in record["warnings"]]
-    assert "default_band" in [w["code"] for w in lite.predict(ASTRONAUT).to_json()["warnings"]]
+    # A model calibrated without a band gets the default one, and says so.
+    unbanded = tmp_path / "unbanded.pth"
+    torch.save({k: v for k, v in saved.items() if k != "band"}, unbanded)
+    record = DeepfakeDetectorPipeline(model_checkpoint=unbanded).predict(ASTRONAUT).to_json()
+    assert "default_band" in [w["code"] for w in record["warnings"]]
     for bad, message in (({"band": (threshold + 0.01, 0.99)}, "band"), ({"tta": "sideways"}, "tta"),
                          ({"max_spread": 0.0}, "max_spread")):  # fmt: skip
         broken = tmp_path / "broken.pth"

@@ -72,12 +72,15 @@ API_LINKS = (
     "For programs: the REST API, [documented here](api/v1/docs) (or as [ReDoc](api/v1/redoc)), takes the same "
     "uploads; long videos go to `POST /api/v1/jobs`."
 )
-# Scrolls the verdict to the top of the screen when it is out of view or in the lower half, as on a phone, where the
-# page is one column and the results come after the controls; on a wide screen it is in view already.
+# Scrolls the verdict to the top of the screen when it is not all in view or starts in the lower half, as on a phone,
+# where the page is one column and the results come after the controls; on a wide screen it is in view already.
+# Its bottom counts: with its explanation, band, warnings and table it is most of a phone screen tall.
 SHOW_VERDICT = """() => {
   const verdict = document.getElementById("verdict");
-  const top = verdict ? verdict.getBoundingClientRect().top : 0;
-  if (top < 0 || top > window.innerHeight / 2) verdict.scrollIntoView({block: "start"});
+  if (!verdict) return;
+  const {top, bottom} = verdict.getBoundingClientRect();
+  const height = window.innerHeight;
+  if (top < 0 || top > height / 2 || bottom > height) verdict.scrollIntoView({block: "start"});
 }"""
 # Scoring events running at once (the web app's queue; inference itself is serialised per model by the service).
 SCORING_CONCURRENCY = 4

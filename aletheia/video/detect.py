@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aletheia.caveats import face_caveats, rule_caveats, unstable_caveat
+from aletheia.faces.extract import adaptive_min_face
 from aletheia.io import InputError
 from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
@@ -89,9 +90,7 @@ class VideoDetector:
             result.info = info = reader.info
             if self._fixed_min_face is None:
                 longest = max(info.width, info.height)
-                self.detector.min_face_size = round(
-                    max(VIDEO_MIN_FACE_FRACTION * longest, min(40, 0.06 * longest))
-                )
+                self.detector.min_face_size = adaptive_min_face(longest, VIDEO_MIN_FACE_FRACTION)
             self.search.reset()
             times = reader.sample_times(self.num_frames, self.fps)
             for frame in reader.frames(times):

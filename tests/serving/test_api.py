@@ -391,6 +391,7 @@ def test_the_bundled_models_card_is_served_and_described(tmp_path: Path) -> None
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.serving import BackgroundServer
     from aletheia.serving.api import build_api_router
+    from aletheia.serving.jobs import JobQueue
     from aletheia.serving.service import DetectionService
 
     if not DEFAULT_MODEL.is_file():
@@ -398,10 +399,15 @@ def test_the_bundled_models_card_is_served_and_described(tmp_path: Path) -> None
     pipeline = DeepfakeDetectorPipeline()
     # The REST API alone: a second Gradio app would clean the shared upload cache up when it stops.
     app = FastAPI()
-    app.include_router(build_api_router(DetectionService({pipeline.model_label: pipeline})))
-    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        card = client.get("/api/v1/model-card", params={"model": pipeline.model_label})
-        models = client.get("/api/v1/models").json()["models"]
+    service = DetectionService({pipeline.model_label: pipeline})
+    jobs = JobQueue(service, folder=tmp_path / "jobs")
+    app.include_router(build_api_router(service, jobs))
+    try:
+        with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+            card = client.get("/api/v1/model-card", params={"model": pipeline.model_label})
+            models = client.get("/api/v1/models").json()["models"]
+    finally:
+        jobs.close()
     assert card.status_code == 200 and card.text == (DEFAULT_MODEL.parent / "MODEL_CARD.md").read_text()
     assert models[0]["sha256"] == pipeline.model_sha256 and models[0]["tta"] == "mirror"
     assert models[0]["band"][0] <= models[0]["threshold"] <= models[0]["band"][1]
