@@ -495,7 +495,9 @@ def build_demo(
         ]
         video_settings = [kept, upload, model, threshold, frames, strategy]
         events.append(
-            frames.release(change_video_settings, video_settings, outputs, api_name="change_frames", **scoring)
+            frames.release(
+                change_video_settings, video_settings, outputs, api_name="change_frames", **scoring
+            )
         )
         events.append(
             strategy.input(
