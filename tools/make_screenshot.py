@@ -11,8 +11,8 @@ once a trained model is bundled (or with e.g. --model EfficientNetAutoAttB4_DFDC
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
