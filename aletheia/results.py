@@ -129,8 +129,28 @@ class FaceResult:
         return out
 
 
+class JudgedResult:
+    """How a photo's or a video's result judges its faces: against its `threshold`, with the model's band and spread
+    limit (`rule`) when it has them. Subclasses are dataclasses with `threshold` and `rule` fields."""
+
+    threshold: float
+    rule: DecisionRule | None
+
+    @property
+    def decision(self) -> DecisionRule:
+        return self.rule or DecisionRule(self.threshold)
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """The inconclusive band at this result's threshold."""
+        return self.decision.band_at(self.threshold)
+
+    def face_label(self, face: FaceResult) -> Label:
+        return self.decision.judge(face.score, self.threshold, face.spread)
+
+
 @dataclass
-class ImageResult:
+class ImageResult(JudgedResult):
     """Everything known about one input image; `error` is set (and `faces` empty) when it could not be read."""
 
     path: str
@@ -144,18 +164,6 @@ class ImageResult:
     tta: str = "none"  # the test-time augmentation the scores were averaged over
     warnings: list[Caveat] = field(default_factory=list)  # about the input as a whole
     provenance: Provenance | None = None
-
-    @property
-    def decision(self) -> DecisionRule:
-        return self.rule or DecisionRule(self.threshold)
-
-    @property
-    def band(self) -> tuple[float, float]:
-        """The inconclusive band at this result's threshold."""
-        return self.decision.band_at(self.threshold)
-
-    def face_label(self, face: FaceResult) -> Label:
-        return self.decision.judge(face.score, self.threshold, face.spread)
 
     @property
     def score(self) -> float | None:

@@ -7,7 +7,15 @@ from typing import Any
 
 from aletheia.caveats import DISAGREE_SHARE, Caveat, caveats_json, disagree_caveat
 from aletheia.provenance import Provenance
-from aletheia.results import EXPLANATIONS, DecisionRule, FaceResult, Label, combine, rounded_band
+from aletheia.results import (
+    EXPLANATIONS,
+    DecisionRule,
+    FaceResult,
+    JudgedResult,
+    Label,
+    combine,
+    rounded_band,
+)
 from aletheia.video.decode import VideoInfo
 
 
@@ -56,7 +64,7 @@ class TrackResult:
 
 
 @dataclass
-class VideoResult:
+class VideoResult(JudgedResult):
     """Everything known about one video; `error` is set (frames and tracks empty) when it could not be read."""
 
     path: str
@@ -71,17 +79,6 @@ class VideoResult:
     tta: str = "none"
     warnings: list[Caveat] = field(default_factory=list)  # about the video as a whole
     provenance: Provenance | None = None
-
-    @property
-    def decision(self) -> DecisionRule:
-        return self.rule or DecisionRule(self.threshold)
-
-    @property
-    def band(self) -> tuple[float, float]:
-        return self.decision.band_at(self.threshold)
-
-    def face_label(self, face: FaceResult) -> Label:
-        return self.decision.judge(face.score, self.threshold, face.spread)
 
     def track_verdict(self, track: TrackResult) -> tuple[Label, list[Caveat]]:
         """A person's verdict and warnings: their score against the band, made inconclusive when at least
