@@ -40,7 +40,7 @@ def ms_per_image(run: Runner, batch: torch.Tensor, repeats: int) -> float:
 
 
 def tuned_torch(model: nn.Module) -> Runner:
-    """Eager torch with plain swish and channels_last: the best STACK.md found without leaving torch."""
+    """Eager torch with plain swish and channels_last: the fastest eager setting measured here without leaving torch."""
     tuned = copy.deepcopy(model)
     tuned.set_swish(memory_efficient=False)
     tuned = tuned.to(memory_format=torch.channels_last)

@@ -155,7 +155,8 @@ class EfficientNetClassifier(nn.Module):
 
     def set_swish(self, memory_efficient: bool = True) -> None:
         """``memory_efficient=False`` swaps the custom autograd swish for the plain one: needed for ONNX/TorchScript
-        export and faster on CPU (see STACK.md). A no-op for backbones without swish (Lite uses ReLU6)."""
+        export and faster on CPU (benchmarks/classifier_backends.py measures it). A no-op for backbones without swish
+        (Lite uses ReLU6)."""
         if _uses_swish(self.efficientnet):
             self.efficientnet.set_swish(memory_efficient=memory_efficient)
 

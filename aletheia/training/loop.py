@@ -107,7 +107,8 @@ def build_model(config: TrainConfig) -> nn.Module:
         state = widen_head(load_state_dict_file(config.init_checkpoint), model)
         load_checkpoint(model, state, source=config.init_checkpoint)
     if hasattr(model, "set_swish"):
-        model.set_swish(memory_efficient=False)  # plain swish trains ~40% faster on CPU (STACK.md)
+        # The plain swish trains ~40% faster on CPU than the memory-efficient one.
+        model.set_swish(memory_efficient=False)
     return model
 
 
