@@ -236,7 +236,7 @@ def load_checkpoint(
 # ---------------------------------------------------------------------------------------------------------------
 
 # (number of MBConv blocks, head channels) -> family suffix used in registry names.
-_BACKBONES: dict[tuple[int, int], str] = {(32, 1792): "B4", (16, 1280): "Lite0"}
+_BACKBONES: dict[tuple[int, int], str] = {(32, 1792): "B4", (16, 1280): "Lite0", (21, 1280): "Lite2"}
 _BLOCK_INDEX = re.compile(r"^efficientnet\._blocks\.(\d+)\.")
 
 

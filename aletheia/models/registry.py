@@ -127,3 +127,22 @@ register_model(
         description="EfficientNet-Lite0 with attention and a score per kind of fake (manipulated, generated)",
     )
 )(effnet.EfficientNetAutoAttLite0Kinds)
+register_model(
+    ModelConfig(
+        "EfficientNetAutoAttLite2",
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        has_attention=True,
+        description="EfficientNet-Lite2 with attention after block 6, ImageNet-initialised (a Lite2 recipe's first stages)",
+    )
+)(effnet.EfficientNetAutoAttLite2)
+register_model(
+    ModelConfig(
+        "EfficientNetAutoAttLite2Kinds",
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        has_attention=True,
+        kinds=effnet.FAKE_KINDS,
+        description="EfficientNet-Lite2 (stronger ImageNet backbone) with attention and a score per kind of fake",
+    )
+)(effnet.EfficientNetAutoAttLite2Kinds)

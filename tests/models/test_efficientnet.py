@@ -30,6 +30,8 @@ EXPECTED_KEYS = {
     "EfficientNetLite0": 296,
     "EfficientNetAutoAttLite0": 298,
     "EfficientNetAutoAttLite0Kinds": 298,  # the same keys; its head has one row per kind of fake
+    "EfficientNetAutoAttLite2": 388,  # Lite2: 21 blocks against Lite0's 16
+    "EfficientNetAutoAttLite2Kinds": 388,
 }
 
 
