@@ -18,16 +18,16 @@ EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 # frame times). The server caps frames at 256; the command line allows longer clips, within reason.
 MAX_FRAMES, MAX_FPS = 1024, 60.0
 
-NO_MODEL_HELP = (
-    "no model given and no default model is bundled yet. Either download a published ISPL checkpoint "
-    "(`aletheia weights download EfficientNetAutoAttB4_DFDC`, then `--model EfficientNetAutoAttB4_DFDC`) "
-    "or pass a checkpoint file with `--model path/to/weights.pth`. `aletheia weights list` shows what exists."
-)
-
 
 # Top-level modules of the `train` extra (pyproject.toml): a command that needs one says how to install it.
 TRAINING_EXTRAS = frozenset({"torch", "efficientnet_pytorch", "efficientnet_lite_pytorch", "albumentations", "mlrun",
                              "dask", "distributed", "matplotlib", "sklearn", "scipy", "onnx", "openvino"})  # fmt: skip
+
+
+MODEL_HELP = (
+    "a bundled model's name (aletheia-lite0, the default), published weights (`aletheia weights list`), or a "
+    "checkpoint file (.pth, or .onnx with its .onnx.json)"
+)
 
 
 class UsageError(Exception):
@@ -116,7 +116,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shard-size", type=int, default=32, metavar="N", help="--dask: inputs per task (default 32)"
     )
-    p.add_argument("--model", help="model name, published weights name, or checkpoint file")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
     p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
     p.add_argument(
@@ -179,7 +179,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
     p.add_argument("--output", "-o", type=Path, required=True, help="the HTML file to write")
-    p.add_argument("--model", help="model name, published weights name, or checkpoint file")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--arch", help="architecture of a checkpoint file, when it cannot be told from its keys")
     p.add_argument("--threshold", type=float, help="fake probability at or above which a face is called fake")
     p.add_argument(
@@ -199,8 +199,7 @@ def _run_report(args: argparse.Namespace) -> int:
     import torch
 
     from aletheia.io import IMAGE_EXTENSIONS, InputError, load_image, walk_inputs
-    from aletheia.models.checkpoints import CheckpointError
-    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.models.spec import CheckpointError
     from aletheia.report import ReportItem, model_card_limits, write_report
     from aletheia.scan import ScanSettings, build_detectors, detect_in_order
     from aletheia.video import VIDEO_EXTENSIONS, VideoResult
@@ -208,8 +207,6 @@ def _run_report(args: argparse.Namespace) -> int:
     inputs = list(walk_inputs(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
     if not inputs:
         raise UsageError(f"no image or video files found in {' '.join(args.paths)}")
-    if args.model is None and not DEFAULT_MODEL.is_file():
-        raise UsageError(NO_MODEL_HELP)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -218,6 +215,7 @@ def _run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, got {args.frames}")
     if args.output.is_dir():
         raise UsageError(f"{args.output} is a folder; --output names the HTML file to write")
+    _model_spec(args.model, args.arch)
     settings = ScanSettings(model=args.model, arch=args.arch, device=args.device, threshold=args.threshold,
                             assume_face=args.assume_face, frames=args.frames, track_strategy=args.track_strategy,
                             tta=args.tta)  # fmt: skip
@@ -295,8 +293,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         metavar="MODEL",
-        help="published weights name or checkpoint file; repeat to offer several (the first is the default); "
-        "default: the bundled model",
+        help="a bundled model's name, published weights or a checkpoint file (.pth, or .onnx with its .json); "
+        "repeat to offer several (the first is the default); default: the bundled model",
     )
     p.add_argument("--arch", help="architecture of checkpoint files, when it cannot be told from their keys")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -305,12 +303,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.serving import load_pipelines, serve
     from aletheia.serving.server import listen
 
-    if not args.model and not DEFAULT_MODEL.is_file():
-        raise UsageError(NO_MODEL_HELP)
+    for spec in args.model or [None]:
+        _model_spec(spec, args.arch)
     _check_device(args.device)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
@@ -328,6 +325,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     serve(pipelines, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 2**20),
           sock=listening)  # fmt: skip
     return EXIT_OK
+
+
+def _model_spec(spec: str | None, arch: str | None):
+    """The model a --model names (none: the default bundled one), resolved as everywhere (aletheia.models.spec)
+    before any model loads; a spec that names nothing usable is a usage error that says what there is."""
+    from aletheia.models.spec import CheckpointError, resolve_model_spec
+
+    try:
+        return resolve_model_spec(spec, arch=arch)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _check_device(device: str) -> None:
@@ -376,11 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _scan_settings(args: argparse.Namespace):
     """The detect command's settings, checked; the models load later (here, or on each Dask worker)."""
-    from aletheia.models.loader import DEFAULT_MODEL
     from aletheia.scan import ScanSettings
 
-    if args.model is None and not DEFAULT_MODEL.is_file():
-        raise UsageError(NO_MODEL_HELP)
     _check_device(args.device)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -407,6 +412,7 @@ def _scan_settings(args: argparse.Namespace):
         if workers < 1:
             raise UsageError(f"--dask local:N needs a number of workers of at least 1, got {args.dask}")
         threads = local_threads(workers)
+    _model_spec(args.model, args.arch)  # the settings first: they are told before a model is looked for
     return ScanSettings(
         model=args.model, arch=args.arch, device=args.device, threshold=args.threshold,
         face_policy=args.face_policy, batch_size=args.batch_size, min_face_size=args.min_face_size,
@@ -421,7 +427,7 @@ def _models_ready(settings, dask: str | None) -> Iterator[dict]:
     load is a usage error and leaves no file behind. Yields run_scan's `detectors=` or `client=`."""
     from aletheia.scan import build_detectors
 
-    loading = (KeyError, ValueError, FileNotFoundError)  # CheckpointError is a ValueError; imported, it needs torch
+    loading = (KeyError, ValueError, FileNotFoundError)  # a CheckpointError is a ValueError
     if not dask:
         try:
             detectors = build_detectors(settings)
@@ -640,18 +646,19 @@ def _run_weights_download(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from aletheia.models.checkpoints import read_checkpoint
-    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.models.checkpoints import infer_architecture, read_checkpoint
     from aletheia.models.registry import get_config, list_models
+    from aletheia.models.spec import DEFAULT_MODEL, bundled_models
 
     print(f"{'name':<30} {'input':>5} {'threshold':>9}  what")
-    if DEFAULT_MODEL.is_file():
-        # The bundled model's operating point is stored with it (chosen on validation), not the architecture's.
-        _, metadata = read_checkpoint(DEFAULT_MODEL)
-        config = get_config(metadata["architecture"])
+    for name, path in bundled_models().items():
+        # A bundled model's operating point is stored with it (chosen on validation), not the architecture's.
+        state, metadata = read_checkpoint(path)
+        config = get_config(metadata.get("architecture") or infer_architecture(state))
         threshold = float(metadata.get("threshold", config.threshold))
-        print(f"{DEFAULT_MODEL.stem:<30} {config.input_size:>5} {threshold:>9.3f}  "
-              f"the bundled trained model, used by default ({config.name})")  # fmt: skip
+        role = "used by default" if path == DEFAULT_MODEL else "--model " + name
+        print(f"{name:<30} {config.input_size:>5} {threshold:>9.3f}  "
+              f"a bundled trained model, {role} ({config.name})")  # fmt: skip
     for name in list_models():
         config = get_config(name)
         print(

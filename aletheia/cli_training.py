@@ -102,7 +102,11 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p.set_defaults(handler=handler_for(_run_tune))
 
     p = sub.add_parser("evaluate", help="metrics, curves and calibration of a checkpoint on prepared faces")
-    p.add_argument("--model", required=True, help="checkpoint file (aletheia-lite0: the bundled model)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a model spec: checkpoint file, bundled model (aletheia-lite0) or weights name",
+    )
     p.add_argument("--data", nargs="+", required=True, help="prepared face folders")
     p.add_argument("--output", "-o", required=True)
     p.add_argument("--split", choices=("val", "all"), default="all")
@@ -114,7 +118,9 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p = sub.add_parser(
         "calibrate", help="fit temperature and threshold on a run's validation split, store them"
     )
-    p.add_argument("--model", required=True, help="checkpoint to calibrate (e.g. RUN/best.pth)")
+    p.add_argument(
+        "--model", required=True, help="checkpoint to calibrate (e.g. RUN/best.pth, or aletheia-lite0)"
+    )
     p.add_argument("--run-dir", required=True, help="its training run folder (fixes the validation split)")
     p.add_argument("--output", "-o", required=True, help="the calibrated checkpoint to write")
     p.add_argument(
@@ -234,17 +240,12 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _model_file(spec: str) -> Path:
-    """The checkpoint a --model names: a file, or the bundled model by the name results print (aletheia-lite0)."""
-    from aletheia.models.loader import DEFAULT_MODEL, is_bundled_name
-
-    return DEFAULT_MODEL if is_bundled_name(spec) else Path(spec)
-
-
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from aletheia.models.spec import resolve_model_spec
     from aletheia.training.tracking import run_handler
 
-    params = {"model": str(_model_file(args.model).resolve()), "data": [str(Path(d).resolve()) for d in args.data],
+    # A spec that names the same model wherever the run executes: files by absolute path.
+    params = {"model": resolve_model_spec(args.model).argument, "data": [str(Path(d).resolve()) for d in args.data],
               "output": str(Path(args.output).resolve()), "split": args.split, "threshold": args.threshold,
               "run_dir": str(Path(args.run_dir).resolve()) if args.run_dir else None}  # fmt: skip
     record = run_handler("evaluate", params, args.runs_root)
@@ -258,7 +259,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     if not 0.5 < args.band_accuracy < 1.0:
         raise ValueError(f"--band-accuracy must be between 0.5 and 1, got {args.band_accuracy}")
-    summary = calibrate(str(_model_file(args.model)), args.run_dir, args.output, args.target_fpr, tta=args.tta,
+    summary = calibrate(args.model, args.run_dir, args.output, args.target_fpr, tta=args.tta,
                         band_accuracy=args.band_accuracy)  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
     v = summary["verdicts"]

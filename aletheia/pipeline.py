@@ -21,6 +21,7 @@ from aletheia.io import ImageInput, InputError, load_image
 from aletheia.models.config import ModelConfig
 from aletheia.models.inference import open_classifier
 from aletheia.models.preprocessing import check_face_policy
+from aletheia.models.spec import ModelSpec, resolve_model_arguments
 from aletheia.overlap import default_workers, ordered_map
 from aletheia.provenance import InputFacts, Provenance, input_facts
 from aletheia.results import DEFAULT_MAX_SPREAD, DecisionRule, FaceResult, ImageResult
@@ -46,8 +47,10 @@ class Classified(NamedTuple):
 class DeepfakeDetectorPipeline:
     """Detect faces, crop them as training does, and score each one's probability of being fake.
 
-    `model_name` is a registered architecture or a published-weights name; `model_checkpoint` a weights file
-    (its architecture is read from its keys unless `model_name` names it). `backend` runs the classifier in
+    `model_name` is any model spec (aletheia.models.spec): a bundled model's name ("aletheia-lite0", the default),
+    a published-weights name, or a file (.pth, or .onnx with its .onnx.json sidecar); `model_spec` says what it
+    resolved to. `model_checkpoint` names a weights file whose architecture `model_name` then names (otherwise it
+    is read from the file). `backend` runs the classifier in
     `torch`, `onnx` (ONNX Runtime) or `openvino`; `auto` picks ONNX Runtime on a CPU and torch on a GPU. On a CPU
     the bundled model runs from its shipped ONNX file and nothing imports torch; a user's .pth needs torch to load.
     `face_policy` defaults to the one the model was trained with (asking for another is allowed, with a warning).
@@ -57,7 +60,7 @@ class DeepfakeDetectorPipeline:
 
     def __init__(
         self,
-        model_name: str | None = None,
+        model_name: str | Path | ModelSpec | None = None,
         model_checkpoint: str | Path | None = None,
         device: str = "cpu",
         *,
@@ -71,8 +74,9 @@ class DeepfakeDetectorPipeline:
         self.tta = augment.check_mode(tta)
         self.device = device
         # ONNX Runtime is 2.5-7x faster than eager torch on a CPU, with the same scores (tests/models/test_runtime.py).
+        self.model_spec = resolve_model_arguments(model_name, model_checkpoint)
         self.classifier, self.config, self.model_label = open_classifier(
-            model_name, model_checkpoint, device, backend
+            self.model_spec, None, device, backend
         )
         self.backend = self.classifier.backend
         self.threshold = float(self.config.threshold if threshold is None else threshold)
@@ -188,7 +192,9 @@ class DeepfakeDetectorPipeline:
             )
             if batch_maps is not None:
                 maps.append(batch_maps[:, 0].astype(np.float32)[::views])  # the original view's
-            batch_logits = batch_logits.astype(np.float32).reshape(len(chunk), views, -1) / self.config.temperature
+            batch_logits = (
+                batch_logits.astype(np.float32).reshape(len(chunk), views, -1) / self.config.temperature
+            )
             probabilities = _sigmoid(batch_logits[:, :, 0])
             spreads.append(probabilities.max(axis=1) - probabilities.min(axis=1))
             logits.append(batch_logits.mean(axis=1))

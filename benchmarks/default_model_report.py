@@ -217,6 +217,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from aletheia.models.spec import resolve_model_spec
+
+    args.model = str(resolve_model_spec(args.model).checkpoint)  # a bundled name or a file
     threshold = float(torch.load(args.model, weights_only=True).get("threshold", 0.5))
     summary: dict = {"model": args.model, "threshold": threshold}
     validation = validation_figures(args.model, args.run_dir, args.output / "validation", threshold)

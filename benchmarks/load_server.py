@@ -181,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="checkpoint or weights name (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="a model spec: bundled name, weights name or file (default: the bundled model)"
+    )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--bombs", type=int, default=8)

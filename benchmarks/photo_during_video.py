@@ -61,7 +61,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path)
     parser.add_argument("--frames", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--model", help="a checkpoint file (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="a model spec: bundled name, weights name or file (default: the bundled model)"
+    )
     parser.add_argument("--without-gate", action="store_true", help="also measure a video holding the model")
     args = parser.parse_args()
 

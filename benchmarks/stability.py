@@ -55,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="checkpoint (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="a model spec: bundled name, weights name or file (default: the bundled model)"
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--faces", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
@@ -63,7 +65,7 @@ def main() -> None:
 
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    base = DeepfakeDetectorPipeline(model_checkpoint=args.model, batch_size=32)
+    base = DeepfakeDetectorPipeline(args.model, batch_size=32)
     crops = load_faces(args.data, args.faces, base.config.input_size)
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     resaved = jpeg75(crops)

@@ -1,6 +1,7 @@
 """The tile-pyramid face search that the whole-image search replaced, kept only to compare against it
-(benchmarks/detector_speed.py): BlazeFace short range on 128 px tiles with 50% overlap plus a zoomed-out level,
-detections touching an inner tile border dropped as cut faces."""
+(benchmarks/detector_speed.py, and the seed-style baseline of benchmarks/pipeline_speed.py): BlazeFace short range
+on 128 px tiles with 50% overlap plus a zoomed-out level, detections touching an inner tile border dropped as cut
+faces."""
 
 from __future__ import annotations
 
@@ -32,12 +33,17 @@ class _Tile:
 
 @dataclass
 class TiledFaceDetector:
-    """The former `FaceDetector` (ONNX Runtime on the CPU), with its default minimum face size."""
+    """The former `FaceDetector`, with its default minimum face size. `backend`: BlazeFace's runtime ("auto": ONNX
+    Runtime on the CPU; "torch": eager PyTorch, as the seed ran it)."""
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, backend: str = "auto") -> None:
         self.batch_size = batch_size
         self.nms_iou = 0.3
-        self._blazeface = BlazeFaceDetector()
+        self._blazeface = BlazeFaceDetector(backend=backend)
+
+    def tile_count(self, height: int, width: int) -> int:
+        """BlazeFace inputs (128 px tiles, all levels) one image of this size costs."""
+        return sum(len(tiles) for _, tiles in self._tiles(height, width))
 
     def _min_face(self, height: int, width: int) -> float:
         longest = max(height, width)

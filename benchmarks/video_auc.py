@@ -54,7 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="checkpoint file or published weights name")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a model spec: checkpoint file, bundled model or published weights name",
+    )
     parser.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help=f"development data (default {DEFAULT_DATA})"
     )
@@ -71,17 +75,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from aletheia.evaluation import binary_metrics
-    from aletheia.models.loader import is_checkpoint_path
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.video import TRACK_STRATEGIES, VideoDetector
 
     labels = video_labels(args.data)
     if not labels:
         sys.exit(f"no labelled videos under {args.data}")
-    checkpoint = is_checkpoint_path(args.model)
-    pipeline = DeepfakeDetectorPipeline(
-        model_name=None if checkpoint else args.model, model_checkpoint=args.model if checkpoint else None
-    )
+    pipeline = DeepfakeDetectorPipeline(args.model)
     detector = VideoDetector(pipeline, num_frames=args.frames)
     rows = []
     for result in detector.predict_many(sorted(labels)):

@@ -124,11 +124,9 @@ def test_detect_csv_table_threshold_and_assume_face(b4_checkpoint: Path, tmp_pat
 def test_usage_errors_exit_2_with_a_message(
     args: list[str], message: str, capsys, monkeypatch, tmp_path
 ) -> None:
-    from aletheia.models import loader
+    from aletheia.models import spec
 
-    monkeypatch.setattr(
-        loader, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth"
-    )  # as before one is trained
+    monkeypatch.setattr(spec, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth")  # as before one is trained
     if "cuda" in args:
         import torch
 
@@ -205,9 +203,9 @@ def test_faces_command_writes_boxes_and_crops(tmp_path: Path, capsys) -> None:
 
 
 def test_serve_without_any_model_is_a_usage_error(capsys, monkeypatch, tmp_path) -> None:
-    from aletheia.models import loader
+    from aletheia.models import spec
 
-    monkeypatch.setattr(loader, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth")
+    monkeypatch.setattr(spec, "DEFAULT_MODEL", tmp_path / "no-bundled-model.pth")
     assert main(["serve", "--port", "0"]) == 2
     assert "no default model" in capsys.readouterr().err
 

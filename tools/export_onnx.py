@@ -1,12 +1,12 @@
 """Write the ONNX files that ship in the package, so detection on a CPU needs neither torch nor a first-run export.
 
-    python tools/export_onnx.py                      # both BlazeFace networks and the bundled classifier
+    python tools/export_onnx.py                      # both BlazeFace networks and the bundled classifiers
     python tools/export_onnx.py --checkpoint my.pth  # a checkpoint of yours: my.onnx + my.onnx.json beside it
 
 BlazeFace: `aletheia/assets/blazeface/blazeface_{short,full}_range.onnx` (uint8 NHWC in; dynamic batch, height,
-width). Classifier: `aletheia-lite0.onnx` beside `aletheia/assets/models/aletheia-lite0.pth`, whatever architecture
-that checkpoint holds (read from it, as the pipeline reads it), and `aletheia-lite0.onnx.json` with its
-architecture, kinds, calibration, preprocessing and the checkpoint's SHA-256. Rerun after replacing a checkpoint:
+width). Classifiers: `aletheia-lite0.onnx` beside `aletheia/assets/models/aletheia-lite0.pth` (and so for every
+checkpoint bundled there), whatever architecture that checkpoint holds (read from it, as the pipeline reads it),
+and `aletheia-lite0.onnx.json` with its architecture, kinds, calibration, preprocessing and the checkpoint's SHA-256. Rerun after replacing a checkpoint:
 the pipeline ignores an export whose SHA-256 is not its checkpoint's, and tests/models/test_shipped_onnx.py fails.
 Each file is checked against torch after writing (largest difference printed).
 """
@@ -26,9 +26,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
 
 from aletheia.faces.networks import FULL_RANGE, SHORT_RANGE, BlazeFaceNetwork  # noqa: E402
 from aletheia.faces.torch_networks import export_onnx as export_network  # noqa: E402
-from aletheia.models.inference import BUNDLED_MODEL, OnnxClassifier  # noqa: E402
+from aletheia.models.inference import OnnxClassifier  # noqa: E402
 from aletheia.models.loader import load_classifier  # noqa: E402
 from aletheia.models.runtime import export_checkpoint  # noqa: E402
+from aletheia.models.spec import bundled_models  # noqa: E402
 
 
 def export_detectors() -> None:
@@ -69,7 +70,8 @@ def main() -> None:
         export_classifier(args.checkpoint)
         return
     export_detectors()
-    export_classifier(BUNDLED_MODEL)
+    for checkpoint in bundled_models().values():
+        export_classifier(checkpoint)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def capture(url: str, photo: Path, output: Path, width: int = 1280, height: int 
             page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
             page.goto(url + "/")
             page.locator("#photo input[type=file]").set_input_files(str(photo))
-            expect(page.locator("#verdict")).to_contain_text(re.compile(r"Verdict: (likely|inconclusive)"), timeout=60_000)
+            expect(page.locator("#verdict")).to_contain_text(
+                re.compile(r"Verdict: (likely|inconclusive)"), timeout=60_000
+            )
             page.locator("#annotated img").wait_for(timeout=30_000)
             page.locator("#faces img").first.wait_for(timeout=30_000)
             page.wait_for_function("() => [...document.images].every(i => i.complete)")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {CHROMIUM} not found; install Debian's chromium package", file=sys.stderr)
         return 1
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from aletheia.models.loader import DEFAULT_MODEL
+    from aletheia.models.spec import DEFAULT_MODEL
     from aletheia.serving import BackgroundServer, build_app, load_pipelines
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,7 +1,8 @@
 """Stage 2: authenticity classifiers. Knows nothing of face detection.
 
-Names load lazily: `aletheia.models.config`, `.preprocessing` and `.inference` (what detection on a CPU needs) import
-no torch, and importing one of them must not drag in the torch modules below (checkpoints, architectures, registry).
+Names load lazily: `aletheia.models.config`, `.preprocessing`, `.spec` and `.inference` (what detection on a CPU
+needs) import no torch, and importing one of them must not drag in the torch modules below (checkpoints,
+architectures, registry).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import importlib
 
 _SOURCES = {
+    "spec": ("CheckpointError", "ModelSpec", "UnknownModelSpecError", "resolve_model_spec"),
     "checkpoints": (
-        "CheckpointError",
         "UnsupportedArchitectureError",
         "infer_architecture",
         "load_checkpoint",

@@ -3,7 +3,7 @@
 * ``load_state_dict_file`` / ``load_checkpoint``: safe (``weights_only``) loading of bare state dicts or trainer
   checkpoints, strict matching with errors that name the offending keys and file.
 * ``infer_architecture``: which registered model a state dict belongs to, from its keys and shapes.
-* ``resolve_model``: one string (registry name, published-weights name or file path) -> architecture + weights.
+* ``resolve_model``: one model spec (``aletheia.models.spec``) -> architecture + weights (published ones downloaded).
 
 ``PUBLISHED_WEIGHTS``, ``download_weights`` and their errors are re-exported from ``aletheia.models.published``.
 """
@@ -30,7 +30,8 @@ from .published import (  # noqa: F401  (re-exported: published weights used to 
     default_cache_dir,
     download_weights,
 )
-from .registry import UnknownModelError, create_model, get_config, list_models
+from .registry import create_model, get_config, list_models
+from .spec import CheckpointError, resolve_model_spec
 
 __all__ = [
     "ISPL_BASE_URL",
@@ -50,10 +51,6 @@ __all__ = [
 ]
 
 StateDict = dict[str, torch.Tensor]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read, or does not fit the model it is loaded into."""
 
 
 class UnsupportedArchitectureError(CheckpointError):
@@ -292,32 +289,28 @@ def resolve_model(
     base_url: str | None = None,
     progress: bool = True,
 ) -> tuple[str, StateDict | None]:
-    """Turn a user's model string into (registry name, weights or None).
+    """Turn a user's model spec (aletheia.models.spec) into (registry name, weights or None).
 
-    ``spec`` is, in this order: a registry name (no weights: the builder's own initialisation), a
-    ``PUBLISHED_WEIGHTS`` name (downloaded and verified on first use), or a path to a checkpoint file (the
-    architecture is inferred from its keys).
+    A registered architecture has no weights (the builder's own initialisation); published weights are downloaded
+    and verified on first use; a checkpoint's architecture is the one stored with it, else inferred from its keys.
     """
-    try:
-        return get_config(spec).name, None
-    except UnknownModelError:
-        pass
-    if spec in PUBLISHED_WEIGHTS:
-        entry = PUBLISHED_WEIGHTS[spec]
+    resolved = resolve_model_spec(spec, cache_dir=cache_dir)
+    if resolved.kind == "registered":
+        return resolved.name, None
+    if resolved.kind == "published":
+        entry = PUBLISHED_WEIGHTS[resolved.name]
         if entry.architecture not in list_models():
             raise UnsupportedArchitectureError(
                 f"{spec}: the {entry.architecture} architecture is not supported yet"
             )
-        path = download_weights(spec, cache_dir=cache_dir, base_url=base_url, progress=progress)
+        path = download_weights(resolved.name, cache_dir=cache_dir, base_url=base_url, progress=progress)
         return entry.architecture, load_state_dict_file(path)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        state = load_state_dict_file(path)
-        return infer_architecture(state), state
-    raise ValueError(
-        f"{spec!r} is not a registered model ({', '.join(list_models())}), a published weights name "
-        f"({', '.join(PUBLISHED_WEIGHTS)}), or an existing checkpoint file"
-    )
+    if resolved.checkpoint is None:
+        raise CheckpointError(
+            f"{resolved.onnx}: an exported model without its checkpoint has no torch weights"
+        )
+    state, metadata = read_checkpoint(resolved.checkpoint)
+    return metadata.get("architecture") or infer_architecture(state), state
 
 
 def model_from_state_dict(name: str, state: StateDict, source: str = "<state dict>") -> nn.Module:

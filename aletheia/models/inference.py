@@ -26,6 +26,8 @@ import numpy as np
 
 from aletheia.models.config import ModelConfig
 from aletheia.models.preprocessing import Preprocessing
+from aletheia.models.spec import DEFAULT_MODEL as BUNDLED_MODEL
+from aletheia.models.spec import CheckpointError, ModelSpec, resolve_model_arguments
 
 __all__ = [
     "BACKENDS",
@@ -36,15 +38,15 @@ __all__ = [
     "OnnxClassifier",
     "OpenVinoClassifier",
     "exported_model",
+    "named_export",
     "open_classifier",
+    "spec_export",
     "sha256_file",
 ]
 
 BACKENDS = ("torch", "onnx", "openvino")
 INPUT, LOGITS, ATTENTION = "input", "logits", "attention"
 EXPORT_FORMAT = 1
-# The model trained by Aletheia's own pipeline, used when no model is named (see its MODEL_CARD.md).
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "aletheia-lite0.pth"
 
 
 class CompiledClassifier:
@@ -248,16 +250,52 @@ def exported_model(checkpoint: str | os.PathLike[str], warn_if_stale: bool = Tru
     return ExportedModel(onnx, config_from_metadata(metadata, str(sidecar)), metadata)
 
 
+def named_export(onnx: str | os.PathLike[str]) -> ExportedModel:
+    """An export named by its .onnx file: run as its sidecar describes it, whatever is beside it."""
+    onnx = Path(onnx)
+    _, sidecar = export_paths(onnx)
+    try:
+        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{sidecar}: cannot read the export's sidecar ({exc})") from exc
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(
+            f"{sidecar}: written by another version of the exporter (format {metadata.get('format')!r}, this "
+            f"version reads {EXPORT_FORMAT}); export it again with `python tools/export_onnx.py --checkpoint`"
+        )
+    # Results name the ONNX file as the weights (its model card is looked for beside it); their SHA-256 is the
+    # checkpoint's it was exported from, as for that checkpoint's own results.
+    metadata = {**metadata, "checkpoint_path": str(onnx)}
+    try:
+        return ExportedModel(onnx, config_from_metadata(metadata, str(sidecar)), metadata)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def spec_export(spec: ModelSpec) -> ExportedModel | None:
+    """The export a resolved spec runs from without torch: the .onnx it named, or the current export beside its
+    checkpoint (of the architecture it asks for); None when it has none."""
+    if spec.exported and spec.onnx is not None:
+        return named_export(spec.onnx)
+    if spec.onnx is None or spec.checkpoint is None:
+        return None
+    exported = exported_model(spec.checkpoint)
+    if exported is None or (spec.architecture and spec.architecture.lower() != exported.config.name.lower()):
+        return None
+    return exported
+
+
 def open_classifier(
-    model_name: str | None,
-    model_checkpoint: str | os.PathLike[str] | None,
+    model_name: str | os.PathLike[str] | ModelSpec | None,
+    model_checkpoint: str | os.PathLike[str] | None = None,
     device: Any = "cpu",
     backend: str = "auto",
 ) -> tuple[Any, ModelConfig, str]:
     """(classifier answering `infer`, its config, a label for results) for the pipeline.
 
-    `backend` "auto" is ONNX Runtime on a CPU and torch elsewhere. On ONNX Runtime or OpenVINO, a checkpoint
-    (default: the bundled model) with a current export beside it runs from that export, without torch. Everything
+    The model is any spec (aletheia.models.spec; none: the bundled model), or a checkpoint with `model_name` naming
+    its architecture. `backend` "auto" is ONNX Runtime on a CPU and torch elsewhere. On ONNX Runtime or OpenVINO, a
+    named .onnx, or a checkpoint with a current export beside it, runs from that export, without torch. Everything
     else (a user's .pth, published weights, the torch backend, a GPU) is loaded with torch
     (aletheia.models.loader), and exported to the ONNX cache when an exported backend is asked for.
     """
@@ -266,20 +304,24 @@ def open_classifier(
         backend = "onnx" if on_cpu else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    from aletheia.models import loader  # its DEFAULT_MODEL, looked up now (tests point it elsewhere)
-
-    checkpoint = (
-        model_checkpoint if model_checkpoint is not None else None if model_name else loader.DEFAULT_MODEL
-    )
-    if backend != "torch" and on_cpu and checkpoint is not None:
-        exported = exported_model(Path(checkpoint).expanduser())
-        if exported is not None and (
-            model_name is None or model_name.lower() == exported.config.name.lower()
-        ):
-            return exported.classifier(backend), exported.config, Path(checkpoint).name
+    spec = resolve_model_arguments(model_name, model_checkpoint)
+    if backend != "torch" and on_cpu:
+        exported = spec_export(spec)
+        if exported is not None:
+            return exported.classifier(backend), exported.config, spec.name
+    elif (
+        spec.exported
+        and spec.checkpoint is not None
+        and not exported_model(spec.checkpoint, warn_if_stale=False)
+    ):
+        raise CheckpointError(
+            f"{spec.onnx} was not exported from the {spec.checkpoint.name} beside it, so torch cannot run it; "
+            "use the onnx or openvino backend on a CPU, or pass the checkpoint itself"
+        )
+    from aletheia.models import loader
     from aletheia.models.runtime import TorchClassifier, compile_classifier
 
-    model, config, label = loader.load_classifier(model_name, model_checkpoint, device=device)
+    model, config, label = loader.load_classifier(spec, device=device)
     if backend == "torch":
         return TorchClassifier(model, config, device), config, label
     return compile_classifier(model, config, backend), config, label

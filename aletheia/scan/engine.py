@@ -26,7 +26,7 @@ from aletheia.scan.sinks import input_key
 class ScanSettings:
     """Everything needed to build the detectors, here or on a worker (picklable, plain values)."""
 
-    model: str | None = None  # registered/published name or checkpoint file; None: the bundled model
+    model: str | None = None  # a model spec (aletheia.models.spec); None: the default bundled model
     arch: str | None = None
     device: str = "cpu"
     threshold: float | None = None
@@ -47,7 +47,7 @@ class ScanSettings:
 
 def build_detectors(settings: ScanSettings):
     """(pipeline, video detector) for `settings`: models load here, once."""
-    from aletheia.models.loader import is_checkpoint_path
+    from aletheia.models.spec import resolve_model_spec
     from aletheia.onnxrt import set_num_threads
     from aletheia.pipeline import DeepfakeDetectorPipeline
     from aletheia.video import VideoDetector
@@ -58,15 +58,8 @@ def build_detectors(settings: ScanSettings):
             import torch  # only where torch runs: on a CPU detection needs none
 
             torch.set_num_threads(settings.threads)
-    if settings.model is None:
-        name, checkpoint = None, None  # the bundled default model
-    elif is_checkpoint_path(settings.model):
-        name, checkpoint = settings.arch, settings.model
-    else:
-        name, checkpoint = settings.model, None
     pipeline = DeepfakeDetectorPipeline(
-        model_name=name,
-        model_checkpoint=checkpoint,
+        resolve_model_spec(settings.model, arch=settings.arch),
         device=settings.device,
         threshold=settings.threshold,
         face_policy=settings.face_policy,

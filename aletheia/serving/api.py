@@ -319,7 +319,12 @@ class DetectForm:
     tta: str | None
 
     def photo_settings(self) -> dict[str, Any]:
-        return {"model": self.model, "threshold": self.threshold, "assume_face": self.assume_face, "tta": self.tta}
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "assume_face": self.assume_face,
+            "tta": self.tta,
+        }
 
     def video_settings(self) -> dict[str, Any]:
         return {
@@ -346,7 +351,11 @@ def detect_form(
         ),
     ] = None,
     model: Annotated[
-        str | None, Form(description="a name from GET /api/v1/models; default: the first")
+        str | None,
+        Form(
+            description="a name from GET /api/v1/models, or the model spec the server was started with "
+            "(`aletheia-lite0` for `aletheia-lite0.pth`); default: the first"
+        ),
     ] = None,
     assume_face: Annotated[
         bool,
@@ -426,9 +435,8 @@ def build_api_router(
     def model_card(model: str | None = None) -> PlainTextResponse:
         """The model card (markdown) kept beside a model's weights: what it was trained on and where it fails.
         `model`: a name from GET /api/v1/models, or the `model` of a result; default: the first."""
-        by_label = {p.model_label: p for p in service.pipelines.values()}
         try:
-            pipeline = by_label.get(model or "") or service.pipelines[service.resolve(model)]
+            pipeline = service.pipelines[service.resolve(model)]
         except UnknownServedModelError as exc:
             raise HTTPException(404, str(exc)) from exc
         weights = pipeline.config.weights_path
@@ -436,6 +444,7 @@ def build_api_router(
         if card is None or not card.is_file():
             raise HTTPException(404, f"no model card is kept with {pipeline.model_label}")
         return PlainTextResponse(card.read_text(encoding="utf-8"), media_type="text/plain; charset=utf-8")
+
     async def read_upload_form(form: DetectForm) -> tuple[bytes, str, bool]:
         """The upload's bytes, its name and whether it is a video; HTTPException for one refused up front."""
         data = await form.file.read(max_upload_bytes + 1)

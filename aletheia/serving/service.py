@@ -125,21 +125,17 @@ def _is_image(data: bytes) -> bool:
 def load_pipelines(
     specs: Sequence[str], *, arch: str | None = None, device: str = "cpu", **pipeline_kwargs: Any
 ) -> dict[str, DeepfakeDetectorPipeline]:
-    """Load each model spec (a published weights name or a checkpoint file) once, keyed by its result label.
-
-    No specs: the bundled default model. `arch` names the architecture of checkpoint files whose keys do not tell
-    it. Errors from the loader (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
+    """Load each model spec (aletheia.models.spec: a bundled model's name, published weights, a file) once, keyed
+    by its result label. No specs: the default bundled model. `arch` names the architecture of checkpoint files
+    whose keys do not tell it. Errors (CheckpointError, UnknownModelError, ValueError) propagate with their messages.
     """
-    from aletheia.models.loader import is_checkpoint_path
+    from aletheia.models.spec import resolve_model_spec
 
     pipelines: dict[str, DeepfakeDetectorPipeline] = {}
     for spec in specs or [None]:
-        if spec is None:
-            pipeline = DeepfakeDetectorPipeline(None, None, device, **pipeline_kwargs)
-        elif is_checkpoint_path(spec):
-            pipeline = DeepfakeDetectorPipeline(arch, spec, device, **pipeline_kwargs)
-        else:
-            pipeline = DeepfakeDetectorPipeline(spec, None, device, **pipeline_kwargs)
+        pipeline = DeepfakeDetectorPipeline(
+            resolve_model_spec(spec, arch=arch), None, device, **pipeline_kwargs
+        )
         name, n = pipeline.model_label, 2
         while name in pipelines:  # two checkpoints with the same file name stay selectable
             name, n = f"{pipeline.model_label} ({n})", n + 1
@@ -171,14 +167,19 @@ class DetectionService:
         return list(self.pipelines)
 
     def resolve(self, model: str | None) -> str:
-        """The name of a held model (None: the default); raises UnknownServedModelError otherwise."""
+        """The name of a held model (None: the default), named as listed or by a spec it was loaded from
+        ("aletheia-lite0" for "aletheia-lite0.pth"); raises UnknownServedModelError otherwise. Names only: a request
+        never makes the server look for a file."""
         if model is None or model == "":
             return self.default_model
-        if model not in self.pipelines:
-            raise UnknownServedModelError(
-                f"unknown model {model!r}; this server has: {', '.join(self.pipelines)}"
-            )
-        return model
+        if model in self.pipelines:
+            return model
+        for name, pipeline in self.pipelines.items():
+            if model in pipeline.model_spec.aliases:
+                return name
+        raise UnknownServedModelError(
+            f"unknown model {model!r}; this server has: {', '.join(self.pipelines)}"
+        )
 
     def default_threshold(self, model: str | None = None) -> float:
         return self.pipelines[self.resolve(model)].threshold

@@ -30,6 +30,7 @@ from aletheia.evaluation import (
 )
 from aletheia.faces.extract import matching_margin
 from aletheia.models.checkpoints import read_checkpoint
+from aletheia.models.spec import CheckpointError, resolve_model_spec
 from aletheia.results import DEFAULT_MAX_SPREAD
 from aletheia.training.config import TrainConfig
 from aletheia.training.evaluate import score_faces_with_spread
@@ -96,6 +97,7 @@ def calibrate(
     band_accuracy: float = 0.95,
     max_spread: float = DEFAULT_MAX_SPREAD,
 ) -> dict:
+    checkpoint = _checkpoint_file(checkpoint)
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
     train, val = load_training_faces(config)
     train_set = FaceCropDataset(train)
@@ -159,6 +161,14 @@ def calibrate(
                 "tta": tta, "calibration": summary,
                 **({"preprocessing": metadata["preprocessing"]} if "preprocessing" in metadata else {})}, output)  # fmt: skip
     return summary
+
+
+def _checkpoint_file(spec: str | Path) -> Path:
+    """The weights file a model spec names (aletheia.models.spec): calibration rewrites a checkpoint."""
+    resolved = resolve_model_spec(spec)
+    if resolved.checkpoint is None or not resolved.checkpoint.is_file():
+        raise CheckpointError(f"{spec}: calibration needs a checkpoint file (.pth) to read and rewrite")
+    return resolved.checkpoint
 
 
 def _balanced(labels: np.ndarray, called_fake: np.ndarray) -> float | None:

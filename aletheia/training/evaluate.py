@@ -39,14 +39,13 @@ def score_faces(
 def score_faces_with_spread(
     checkpoint: str, faces: pd.DataFrame, batch_size: int = 32, backend: str = "auto", tta: str = DEFAULT_TTA
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(logits, spread of each face's probability across the augmented views, None without augmentation)."""
+    """(logits, spread of each face's probability across the augmented views, None without augmentation).
+    `checkpoint`: any model spec (aletheia.models.spec)."""
     import cv2
 
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
-    pipeline = DeepfakeDetectorPipeline(
-        model_checkpoint=checkpoint, batch_size=batch_size, backend=backend, tta=tta
-    )
+    pipeline = DeepfakeDetectorPipeline(checkpoint, batch_size=batch_size, backend=backend, tta=tta)
     logits, spreads = [], []
     for start in tqdm(range(0, len(faces), batch_size), desc="evaluate", unit="batch"):
         paths = faces["crop"].iloc[start : start + batch_size]

@@ -314,7 +314,7 @@ def test_resolve_registry_name_and_file(state_dicts, tmp_path: Path) -> None:
 def test_resolve_unknown_spec_lists_choices() -> None:
     with pytest.raises(ValueError) as info:
         resolve_model("no/such/thing.pth")
-    assert "EfficientNetAutoAttB4" in str(info.value) and "Xception_FFPP" in str(info.value)
+    assert "EfficientNetAutoAttB4" in str(info.value) and "EfficientNetAutoAttB4_FFPP" in str(info.value)
 
 
 def test_resolve_xception_fails_before_downloading(tmp_path: Path) -> None:

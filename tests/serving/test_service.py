@@ -95,12 +95,12 @@ def test_a_server_needs_a_model() -> None:
 def test_no_spec_means_the_bundled_default_model(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, b4_checkpoint: Path
 ) -> None:
-    from aletheia.models import loader
+    from aletheia.models import spec
     from aletheia.models.checkpoints import CheckpointError
 
-    monkeypatch.setattr(loader, "DEFAULT_MODEL", b4_checkpoint)
+    monkeypatch.setattr(spec, "DEFAULT_MODEL", b4_checkpoint)
     assert list(load_pipelines([])) == [b4_checkpoint.name]
-    monkeypatch.setattr(loader, "DEFAULT_MODEL", tmp_path / "absent.pth")
+    monkeypatch.setattr(spec, "DEFAULT_MODEL", tmp_path / "absent.pth")
     with pytest.raises(CheckpointError, match="no model given"):
         load_pipelines([])
 
