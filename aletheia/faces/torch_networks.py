@@ -58,7 +58,10 @@ class _Uint8Input(nn.Module):
 
 
 def export_onnx(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
-    """Write the shipped network as ONNX (uint8 NHWC in; dynamic batch, height, width) to `path`, atomically."""
+    """Write the shipped network as ONNX (uint8 NHWC in; dynamic batch, height, width) to `path`, atomically, laid
+    out for ONNX Runtime's CPU kernels (aletheia.faces.onnx_layout: the same outputs, about 1.6x faster)."""
+    from aletheia.faces.onnx_layout import for_onnx_runtime, optimise_exported
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -69,7 +72,7 @@ def export_onnx(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated and chatty
             torch.onnx.export(
-                _Uint8Input(shipped_model(spec)),
+                _Uint8Input(for_onnx_runtime(shipped_model(spec))),
                 (example,),
                 tmp_name,
                 dynamo=False,
@@ -81,6 +84,7 @@ def export_onnx(spec: NetworkSpec, path: str | os.PathLike[str]) -> Path:
                     **{name: {0: "batch", 1: "anchors"} for name in OUTPUT_NAMES},
                 },
             )
+        optimise_exported(Path(tmp_name))
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
