@@ -163,11 +163,11 @@ class FaceDetector:
         height, width = image.shape[:2]
         found: dict[str, list[np.ndarray]] = {SHORT_RANGE.name: [], FULL_RANGE.name: []}
         levels = self.levels(height, width)
-        for level in levels:
+        for level, level_input in zip(levels, _level_inputs(image, levels), strict=True):
             short = level.spec is SHORT_RANGE
             network = self._short if short else self._full
             threshold = self.score_threshold if short else self.full_range_threshold
-            (detections,) = network.detect(_level_input(image, level)[None], threshold, self.nms_iou)
+            (detections,) = network.detect(level_input[None], threshold, self.nms_iou)
             detections = detections[detections[:, 2] - detections[:, 0] < level.max_face]
             found[level.spec.name].append(_to_original_pixels(detections, level))
         short = _merge(found[SHORT_RANGE.name], self.nms_iou)
@@ -195,15 +195,50 @@ def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _level_input(image: np.ndarray, level: Level) -> np.ndarray:
-    """The image resized for the level, at (border, border) on a black input of the level's shape."""
+def _level_inputs(image: np.ndarray, levels: list[Level]) -> list[np.ndarray]:
+    """Each level's input: the image resized by the level's scale, at (border, border) on a black input of the
+    level's shape. Downscaled images are made from one another, largest first (`_Downscaler`)."""
     height, width = image.shape[:2]
-    h, w = _resized(height, width, level.scale)
-    interpolation = cv2.INTER_AREA if level.scale < 1 else cv2.INTER_CUBIC
-    out = np.zeros((*level.input_shape(height, width), 3), np.uint8)
-    b = level.border
-    out[b : b + h, b : b + w] = cv2.resize(image, (w, h), interpolation=interpolation)
-    return out
+    downscaler = _Downscaler(image)
+    inputs: dict[int, np.ndarray] = {}
+    for i in sorted(range(len(levels)), key=lambda i: -levels[i].scale):
+        level = levels[i]
+        h, w = _resized(height, width, level.scale)
+        if level.scale < 1:
+            resized = downscaler.resized(w, h)
+        else:
+            resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+        inputs[i] = np.zeros((*level.input_shape(height, width), 3), np.uint8)
+        inputs[i][level.border : level.border + h, level.border : level.border + w] = resized
+    return [inputs[i] for i in range(len(levels))]
+
+
+class _Downscaler:
+    """Downscaled copies of one image, each made from the smallest copy made so far that is at least as large.
+
+    OpenCV's area averaging is fast only for whole factors (1920 -> 960: 1 ms) and slow otherwise (1920 -> 768:
+    13 ms, 1920 -> 256: 11 ms, on a loaded 2-core EPYC). So a copy is first averaged down by the largest whole factor
+    that keeps it at least as large as wanted (dropping at most factor - 1 pixels at the right and bottom), then
+    interpolated linearly by the remaining factor, under 2 (960 -> 768). The pyramid's levels mostly lie whole
+    factors apart (768, 384, 256, 192, 128 for a 1920 px photo), so most need the first step only.
+    """
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.copies = [image]
+
+    def resized(self, width: int, height: int) -> np.ndarray:
+        source = min(
+            (c for c in self.copies if c.shape[1] >= width and c.shape[0] >= height), key=lambda c: c.shape[1]
+        )
+        factor = min(source.shape[1] // width, source.shape[0] // height)
+        if factor > 1:
+            h, w = source.shape[0] // factor, source.shape[1] // factor
+            source = cv2.resize(source[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
+            self.copies.append(source)
+        if source.shape[:2] != (height, width):
+            source = cv2.resize(source, (width, height), interpolation=cv2.INTER_LINEAR)
+            self.copies.append(source)
+        return source
 
 
 def _to_original_pixels(detections: np.ndarray, level: Level) -> np.ndarray:
