@@ -34,6 +34,13 @@ def default_num_threads() -> int:
         return 0
 
 
+def thread_count() -> int:
+    """`default_num_threads` as a number: where ONNX Runtime would choose, the CPUs this process may run on."""
+    if default_num_threads():
+        return default_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_session(path: str | Path, num_threads: int | None = None):
     """An InferenceSession with all graph optimisations, the process's thread count, and no idle spinning.
 

@@ -116,7 +116,10 @@ class BlazeFaceNetwork:
     `backend`: "torch", "onnx" (ONNX Runtime, CPU only) or "auto": ONNX on the CPU, torch on other devices.
     """
 
-    def __init__(self, spec: NetworkSpec, device: Any = "cpu", backend: Backend = "auto") -> None:
+    def __init__(
+        self, spec: NetworkSpec, device: Any = "cpu", backend: Backend = "auto", threads: int | None = None
+    ) -> None:
+        """`threads`: ONNX Runtime's threads per run (None: the process's count, aletheia.onnxrt)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown BlazeFace backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.spec = spec
@@ -136,7 +139,7 @@ class BlazeFaceNetwork:
         else:
             from aletheia.onnxrt import cpu_session
 
-            self._session = cpu_session(onnx_path(spec))
+            self._session = cpu_session(onnx_path(spec), threads)
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         multiple = self.spec.size_multiple
@@ -193,10 +196,12 @@ class BlazeFaceNetwork:
 
 
 @lru_cache(maxsize=8)
-def shared_network(spec: NetworkSpec, device: str, backend: str) -> BlazeFaceNetwork:
-    """One loaded network per (spec, device, backend) in a process: detectors made by `dataclasses.replace` (the
-    video face follower) or per request share it instead of loading weights and opening sessions again."""
-    return BlazeFaceNetwork(spec, device, backend)  # type: ignore[arg-type]
+def shared_network(
+    spec: NetworkSpec, device: str, backend: str, threads: int | None = None
+) -> BlazeFaceNetwork:
+    """One loaded network per (spec, device, backend, threads) in a process: detectors made by `dataclasses.replace`
+    (the video face follower) or per request share it instead of loading weights and opening sessions again."""
+    return BlazeFaceNetwork(spec, device, backend, threads)  # type: ignore[arg-type]
 
 
 class BlazeFaceDetector:

@@ -80,7 +80,9 @@ class _Block(nn.Module):
         self.bottleneck = isinstance(block, BottleneckBlock)
         if self.bottleneck:
             self.dw1 = _widened_conv(block.dw1)
-            self.inner: nn.Module = nn.Sequential(_widened_conv(block.pw1), nn.ReLU(), _widened_conv(block.dw2))
+            self.inner: nn.Module = nn.Sequential(
+                _widened_conv(block.pw1), nn.ReLU(), _widened_conv(block.dw2)
+            )
             last = block.pw2
         else:
             self.dw1, self.inner, last = _widened_conv(block.dw), nn.Identity(), block.pw
@@ -148,7 +150,9 @@ def fold_pads(model: onnx.ModelProto) -> onnx.ModelProto:
         if "pads" in attributes:
             conv.attribute.remove(attributes["pads"])
         conv.attribute.append(
-            onnx.helper.make_attribute("pads", [a + b for a, b in zip(before, pads[2:4] + pads[6:8], strict=True)])
+            onnx.helper.make_attribute(
+                "pads", [a + b for a, b in zip(before, pads[2:4] + pads[6:8], strict=True)]
+            )
         )
         conv.input[0] = pad.input[0]
         folded.append(pad)

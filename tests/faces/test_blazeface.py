@@ -363,3 +363,30 @@ def test_network_checks_input() -> None:
         network.raw_outputs(np.zeros((1, 48, 64, 3), np.uint8))
     regressors, _ = network.raw_outputs(np.zeros((0, 64, 96, 3), np.uint8))
     assert regressors.shape == (0, 16 * 24, 16)
+
+
+@pytest.mark.parametrize("spec", [SHORT_RANGE, FULL_RANGE], ids=lambda s: s.name)
+def test_the_shipped_onnx_layout_is_ort_friendly_and_computes_the_same(spec) -> None:
+    """The export's rearranged network (aletheia.faces.onnx_layout) computes what the converted one does, and the
+    shipped file has what makes it fast: no Pad left, every convolution but the stem reading channels in blocks of 16."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from aletheia.faces.onnx_layout import BLOCK, for_onnx_runtime
+    from aletheia.faces.torch_networks import normalise, shipped_model
+
+    model = shipped_model(spec)
+    image = cv2.resize(_read_rgb(ASTRONAUT), (2 * spec.input_size, spec.input_size))
+    x = normalise(torch.from_numpy(image[None]))
+    with torch.inference_mode():
+        for a, b in zip(for_onnx_runtime(model)(x), model(x), strict=True):
+            assert (a - b).abs().max() <= 1e-4 * (1 + b.abs().max())
+    graph = onnx.load(str(spec.onnx)).graph
+    assert not [node for node in graph.node if node.op_type == "Pad"]
+    weights = {init.name: numpy_helper.to_array(init).shape for init in graph.initializer}
+    groups = {
+        node.output[0]: next((a.i for a in node.attribute if a.name == "group"), 1) for node in graph.node
+    }
+    inputs = [weights[n.input[1]][1] * groups[n.output[0]] for n in graph.node if n.op_type == "Conv"]
+    assert inputs.count(3) == 1  # the stem reads the image
+    assert all(channels % BLOCK == 0 for channels in inputs if channels != 3), inputs

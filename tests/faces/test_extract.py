@@ -221,3 +221,54 @@ def test_noise_and_flat_images_have_no_faces(detector: FaceDetector) -> None:
     assert detector.detect(noise) == []
     assert detector.detect(np.full((300, 500, 3), 128, np.uint8)) == []
     assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+
+
+def test_two_threads_find_what_one_finds(astronaut: np.ndarray) -> None:
+    """The levels searched on two threads (the costliest here, the rest in a pool thread) give the very same faces."""
+    rng = np.random.default_rng(1)
+    photo = cv2.GaussianBlur(rng.integers(60, 200, (1080, 1920, 3), dtype=np.uint8), (0, 0), 8)
+    for side, (x, y) in zip([300, 400, 800], [(50, 100), (450, 600), (1100, 200)], strict=True):
+        photo[y : y + side, x : x + side] = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    one, two = FaceDetector(threads=1), FaceDetector(threads=2)
+    assert (one._workers, two._workers) == (1, 2)
+    found = [two.detect(photo) for _ in range(3)]
+    expected = one.detect(photo)
+    assert len(expected) == 3
+    for faces in found:
+        assert len(faces) == len(expected)
+        for a, b in zip(faces, expected, strict=True):
+            np.testing.assert_array_equal(a.box, b.box)
+            assert a.detection_score == b.detection_score
+
+
+def test_shared_work_returns_every_result_and_raises_a_pool_threads_error() -> None:
+    from aletheia.faces.extract import _share_work
+
+    assert _share_work(lambda i: np.array([i * i]), list(range(7)), 2) == {
+        i: np.array([i * i]) for i in range(7)
+    }
+
+    def fails_on_the_cheapest(i: int) -> np.ndarray:
+        if i == 6:  # the last item: a pool thread takes it first, unless this thread got there before
+            raise RuntimeError("level 6 failed")
+        return np.zeros(1)
+
+    with pytest.raises(RuntimeError, match="level 6 failed"):
+        _share_work(fails_on_the_cheapest, list(range(7)), 2)
+
+
+def test_level_inputs_are_made_from_one_another_by_whole_factors(astronaut: np.ndarray) -> None:
+    """A whole-factor step is OpenCV's area average of the image itself; the rest is a linear step under 2x."""
+    from aletheia.faces.extract import _Downscaler
+
+    image = cv2.resize(astronaut, (1920, 1080))
+    downscaler = _Downscaler(image)
+    finest = downscaler.resized(768, 432)  # 1920 -> 960 by averaging 2x2, then 960 -> 768 linearly
+    half = cv2.resize(image, (960, 540), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(finest, cv2.resize(half, (768, 432), interpolation=cv2.INTER_LINEAR))
+    third = downscaler.resized(256, 144)  # from the 768 px copy, 3x3 averages
+    np.testing.assert_array_equal(third, cv2.resize(finest, (256, 144), interpolation=cv2.INTER_AREA))
+    odd = _Downscaler(image[:1079, :1917]).resized(639, 359)  # 3x: the 1079th row is dropped, not averaged in
+    np.testing.assert_array_equal(
+        odd, cv2.resize(image[:1077, :1917], (639, 359), interpolation=cv2.INTER_AREA)
+    )
