@@ -8,9 +8,7 @@ import hashlib
 import os
 import re
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +179,9 @@ def download_weights(
 
 def _fetch(url: str, target: Path, expected: str, progress: bool) -> None:
     """Stream ``url`` into a temporary file next to ``target``, verify it, then rename it into place atomically."""
+    import urllib.error
+    import urllib.request  # with http.client and email: 8 ms of every process's start, for downloads only
+
     from tqdm.auto import tqdm
 
     try:
