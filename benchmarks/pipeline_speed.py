@@ -2,6 +2,7 @@
 the seed-style eager baseline measured in the same run.
 
     .venv/bin/python benchmarks/pipeline_speed.py [--model SPEC] [--image PATH ...] [--repeats 5] [--backends torch]
+                                                  [--baseline-commit REV]
 
 Modes, each in a process of its own so that peak memory (max RSS) is its own:
 * `seed`: the seed's way, rebuilt: BlazeFace in eager torch on 128 px tiles with 50% overlap (the tile pyramid,
@@ -10,6 +11,7 @@ Modes, each in a process of its own so that peak memory (max RSS) is its own:
 * `current`: `DeepfakeDetectorPipeline(model)` with its defaults: whole-image face search and the classifier on
   ONNX Runtime (for the bundled model: its shipped ONNX file, no torch), mirror TTA, all faces in one batch.
 * `batched` (one per --backends entry): the current path with the classifier on that backend.
+* `current@REV` (with --baseline-commit): the `current` mode of that commit (`git archive` into a temporary folder).
 
 `--model` is any model spec (default: the bundled model; a randomly initialised EfficientNetAutoAttB4 when none is
 bundled: speed does not depend on the weights). Without --image two photos are composed from the bundled
@@ -37,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "astronaut.jpg"
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
+# A worker timing --baseline-commit imports aletheia from that tree, this script's helpers from this one.
+if os.environ.get("ALETHEIA_BENCH_TREE"):
+    sys.path.insert(0, os.environ["ALETHEIA_BENCH_TREE"])
 
 from benchmarks.torch_free_detect import cpu_model  # noqa: E402
 
@@ -148,6 +153,9 @@ def main() -> None:
         "--backends", nargs="*", default=[], help="also time the current path with these classifier backends"
     )
     parser.add_argument(
+        "--baseline-commit", help="also time the current mode of this commit of the repository"
+    )
+    parser.add_argument(
         "--worker", nargs=4, metavar=("MODE", "MODEL", "IMAGE", "BACKEND"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -170,28 +178,43 @@ def main() -> None:
             torch.save(EfficientNetAutoAttB4().state_dict(), model)
         images = args.image or [str(p) for p in compose_photos(tmp_dir)]
         runs = [("seed", "torch"), ("current", "auto")] + [("batched", b) for b in args.backends]
+        trees = {"current": None}
+        if args.baseline_commit:
+            trees[f"current@{args.baseline_commit}"] = tmp_dir / "baseline"
+            trees[f"current@{args.baseline_commit}"].mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_commit],
+                                     capture_output=True, check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(tmp_dir / "baseline")], input=archive, check=True)
+            runs.insert(2, (f"current@{args.baseline_commit}", "auto"))
         rows = []
         for image in images:
             for mode, backend in runs:
-                command = [sys.executable, __file__, "--repeats", str(args.repeats), "--worker", mode, model or "",
-                           image, backend]  # fmt: skip
-                proc = subprocess.run(command, capture_output=True, text=True, check=True)
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                command = [sys.executable, __file__, "--repeats", str(args.repeats), "--worker",
+                           mode.split("@")[0], model or "", image, backend]  # fmt: skip
+                env = {**os.environ, "ALETHEIA_BENCH_TREE": str(trees.get(mode) or "")}
+                proc = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                rows.append({**json.loads(proc.stdout.strip().splitlines()[-1]), "mode": mode})
                 print(json.dumps(rows[-1]), file=sys.stderr)
     seed_total = {row["image"]: row["total_ms"] for row in rows if row["mode"] == "seed"}
+    baseline_total = {row["image"]: row["total_ms"] for row in rows if "@" in row["mode"]}
     for row in rows:
         row["speed_up"] = f"{seed_total[row['image']] / row['total_ms']:.1f}x" if row["total_ms"] else "-"
+        if row["image"] in baseline_total and row["total_ms"]:
+            row["vs_baseline"] = f"{baseline_total[row['image']] / row['total_ms']:.2f}x"
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"CPU: {cpu_model()}; load average {load}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
           f"model: {args.model or 'the bundled model'}; medians of {args.repeats} runs")  # fmt: skip
     header = ["image", "size", "faces", "mode", "backend", "tta", "tiles", "stage1_ms", "stage2_ms",
               "stage2_ms_per_face", "total_ms", "speed_up", "peak_rss_mb", "torch_imported"]  # fmt: skip
+    if baseline_total:
+        header.insert(header.index("speed_up") + 1, "vs_baseline")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(row[h]) for h in header) + " |")
     print("tiles: BlazeFace inputs per photo (seed: 128 px tiles over all levels; current: whole-image levels); "
-          "speed_up: the seed-style total over this row's, same photo, same run")  # fmt: skip
+          "speed_up: the seed-style total over this row's, same photo, same run; vs_baseline: likewise for "
+          "--baseline-commit's current mode")  # fmt: skip
 
 
 if __name__ == "__main__":
