@@ -15,6 +15,8 @@ anchors laid on the larger grid (aletheia.faces.networks), instead of on overlap
   checks the short-range model: a short-range face of a low score that it could see but did not find is dropped.
 
 Detections are merged with MediaPipe's weighted NMS; a box lying mostly inside a face twice its size is dropped.
+Level inputs are made from one another by whole-factor area averaging (`_Downscaler`), and where the process has
+two CPU threads the levels run on both (`_share_work`); neither changes which faces are found (tests/faces).
 """
 
 from __future__ import annotations
