@@ -16,7 +16,8 @@ anchors laid on the larger grid (aletheia.faces.networks), instead of on overlap
 
 Detections are merged with MediaPipe's weighted NMS; a box lying mostly inside a face twice its size is dropped.
 Level inputs are made from one another by whole-factor area averaging (`_Downscaler`), and where the process has
-two CPU threads the levels run on both (`_share_work`); neither changes which faces are found (tests/faces).
+two CPU threads the levels run on both (`_share_work`, same results as one thread). Against resizing each level
+from the full image, the development photos' boxes moved by a median 0.4% (at most 1.7%) of the face width.
 """
 
 from __future__ import annotations
