@@ -241,6 +241,20 @@ def test_two_threads_find_what_one_finds(astronaut: np.ndarray) -> None:
             assert a.detection_score == b.detection_score
 
 
+def test_searches_from_several_threads_at_once_share_the_pool(astronaut: np.ndarray) -> None:
+    """Callers in threads of their own (a folder's workers, a server's requests) each get their own faces."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [cv2.resize(astronaut, (w, w)) for w in (300, 512, 700, 900)] + [
+        np.zeros((200, 300, 3), np.uint8)
+    ]
+    expected = [[f.box.tolist() for f in FaceDetector(threads=1).detect(image)] for image in images]
+    two = FaceDetector(threads=2)
+    with ThreadPoolExecutor(3) as callers:
+        found = list(callers.map(lambda image: [f.box.tolist() for f in two.detect(image)], images * 3))
+    assert found == expected * 3 and [len(e) for e in expected] == [1, 1, 1, 1, 0]
+
+
 def test_shared_work_returns_every_result_and_raises_a_pool_threads_error() -> None:
     from aletheia.faces.extract import _share_work
 
