@@ -1,4 +1,4 @@
-"""The BlazeFace networks rearranged for ONNX Runtime's CPU kernels before export: the same function, 2x faster.
+"""The BlazeFace networks rearranged for ONNX Runtime's CPU kernels before export: same outputs, faster to run.
 
 ONNX Runtime runs convolutions fastest in its blocked layout (NCHWc, 16 channels a block with AVX-512), where it also
 fuses a following Add and ReLU into the convolution. Three things in the networks as converted from TFLite break that
@@ -14,7 +14,8 @@ SAME padding before strided convolutions (a separate Pad). Here
   asymmetric padding, PyTorch does not).
 
 Outputs agree with the original networks to float rounding (tests/faces/test_blazeface.py compares the shipped ONNX
-files with torch). Imported only by the export (needs torch).
+files with torch). Measured on a 1080p photo's largest levels (one thread, loaded 2-core EPYC): short range 1.6x,
+full range 1.16x faster. Imported only by the export (needs torch).
 """
 
 from __future__ import annotations
