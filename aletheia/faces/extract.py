@@ -163,11 +163,13 @@ class FaceDetector:
         height, width = image.shape[:2]
         found: dict[str, list[np.ndarray]] = {SHORT_RANGE.name: [], FULL_RANGE.name: []}
         levels = self.levels(height, width)
+        halvings = _Halvings(image)
         for level in levels:
             short = level.spec is SHORT_RANGE
             network = self._short if short else self._full
             threshold = self.score_threshold if short else self.full_range_threshold
-            (detections,) = network.detect(_level_input(image, level)[None], threshold, self.nms_iou)
+            pixels = _level_input(image, level, halvings)
+            (detections,) = network.detect(pixels[None], threshold, self.nms_iou)
             detections = detections[detections[:, 2] - detections[:, 0] < level.max_face]
             found[level.spec.name].append(_to_original_pixels(detections, level))
         short = _merge(found[SHORT_RANGE.name], self.nms_iou)
@@ -195,14 +197,39 @@ def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _level_input(image: np.ndarray, level: Level) -> np.ndarray:
-    """The image resized for the level, at (border, border) on a black input of the level's shape."""
+class _Halvings:
+    """An image and its halvings (each the 2x2 means of the one before: OpenCV's fast INTER_AREA case), made as the
+    levels ask for them. A level is resized from the smallest halving still at least its size rather than from the
+    whole image each time, which for a 1080p frame costs 5-10 times as much. Odd last rows and columns are left out."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.images = [image]
+
+    def at_least(self, height: int, width: int) -> np.ndarray:
+        """The smallest halving of at least height x width pixels."""
+        k = 0
+        while True:
+            if k + 1 == len(self.images):
+                last = self.images[k]
+                h, w = last.shape[0] // 2, last.shape[1] // 2
+                if h < height or w < width:
+                    return last
+                self.images.append(cv2.resize(last[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA))
+            if self.images[k + 1].shape[0] < height or self.images[k + 1].shape[1] < width:
+                return self.images[k]
+            k += 1
+
+
+def _level_input(image: np.ndarray, level: Level, halvings: _Halvings | None = None) -> np.ndarray:
+    """The image resized for the level, at (border, border) on a black input of the level's shape (from a
+    halving of it when `halvings` holds it: see _Halvings)."""
     height, width = image.shape[:2]
     h, w = _resized(height, width, level.scale)
+    source = halvings.at_least(h, w) if halvings is not None and level.scale < 1 else image
     interpolation = cv2.INTER_AREA if level.scale < 1 else cv2.INTER_CUBIC
     out = np.zeros((*level.input_shape(height, width), 3), np.uint8)
     b = level.border
-    out[b : b + h, b : b + w] = cv2.resize(image, (w, h), interpolation=interpolation)
+    out[b : b + h, b : b + w] = cv2.resize(source, (w, h), interpolation=interpolation)
     return out
 
 
