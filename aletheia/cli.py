@@ -167,9 +167,10 @@ def _add_tta(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         choices=("none", "mirror", "mirror_zoom"),
-        default="mirror",
-        help="test-time augmentation: score each face also mirrored (default; mirror_zoom: and zoomed) and average "
-        "in logit space; a face whose views disagree is inconclusive. none: one view, half the classifier time",
+        default=None,
+        help="test-time augmentation: score each face also mirrored (the default for photos; mirror_zoom: and "
+        "zoomed) and average in logit space; a face whose views disagree is inconclusive. none: one view, half the "
+        "classifier time (the default for videos, whose people's scores average their frames)",
     )
 
 

@@ -1,5 +1,6 @@
 """Work on a stream of items in threads, in order, a bounded number ahead: while one photo's faces are classified
-the next photos are decoded and searched for faces.
+the next photos are decoded and searched for faces (`ordered_map`); while a video's frames are searched for faces
+and classified, the next frames are decoded (`prefetched`).
 
 Threads suit this work: decoding (Pillow), resizing (OpenCV) and both networks (ONNX Runtime) release the GIL, and
 threads share the loaded models, where processes would each load their own. At most `ahead` results wait, which
@@ -9,13 +10,15 @@ bounds memory; results come back in input order.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
-__all__ = ["default_workers", "ordered_map"]
+__all__ = ["default_workers", "ordered_map", "prefetched"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,3 +54,50 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
         finally:
             for future in pending:
                 future.cancel()
+
+
+_END = object()
+
+
+def prefetched(items: Iterable[T], ahead: int) -> Iterator[T]:
+    """The items of `items`, produced by a thread of their own at most `ahead` in advance of the consumer, in order.
+
+    An exception raised while producing is raised here, in its place. Stopping early (an exception, or the consumer
+    closing the iterator) stops the thread at its next item and waits for it, so that what `items` reads from (an
+    open video) may be closed as soon as this returns.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def put(entry: tuple[object, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # raised in the consumer, where it belongs
+            put((_END, exc))
+            return
+        put((_END, None))
+
+    thread = threading.Thread(target=produce, name="aletheia-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = waiting.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()

@@ -158,11 +158,12 @@ class FaceDetector:
         ]
         return levels
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """All faces in an RGB uint8 image, in original pixels, best first."""
+    def detect(self, image: np.ndarray, levels: list[Level] | None = None) -> list[Face]:
+        """All faces in an RGB uint8 image, in original pixels, best first. `levels`: the passes to make, if not
+        this image's own (a video's face follower makes a frame's short-range passes over a window of it)."""
         height, width = image.shape[:2]
         found: dict[str, list[np.ndarray]] = {SHORT_RANGE.name: [], FULL_RANGE.name: []}
-        levels = self.levels(height, width)
+        levels = self.levels(height, width) if levels is None else levels
         halvings = _Halvings(image)
         for level in levels:
             short = level.spec is SHORT_RANGE

@@ -34,7 +34,7 @@ class ScanSettings:
     batch_size: int = 32
     min_face_size: int | None = None
     backend: str = "auto"
-    tta: str = "mirror"
+    tta: str | None = None  # None: mirror for photos; videos score each face once (aletheia.tta.VIDEO_TTA)
     assume_face: bool = False
     frames: int = 32
     fps: float | None = None
@@ -50,6 +50,7 @@ def build_detectors(settings: ScanSettings):
     from aletheia.models.loader import is_checkpoint_path
     from aletheia.onnxrt import set_num_threads
     from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.tta import DEFAULT_TTA
     from aletheia.video import VideoDetector
 
     if settings.threads:
@@ -73,10 +74,14 @@ def build_detectors(settings: ScanSettings):
         batch_size=settings.batch_size,
         min_face_size=settings.min_face_size,
         backend=settings.backend,
-        tta=settings.tta,
+        tta=DEFAULT_TTA if settings.tta is None else settings.tta,
     )
     videos = VideoDetector(
-        pipeline, num_frames=settings.frames, fps=settings.fps, strategy=settings.track_strategy
+        pipeline,
+        num_frames=settings.frames,
+        fps=settings.fps,
+        strategy=settings.track_strategy,
+        tta=settings.tta,
     )
     return pipeline, videos
 

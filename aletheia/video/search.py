@@ -1,10 +1,14 @@
-"""Finding faces in a run of sampled frames without running the whole tile pyramid on every frame.
+"""Finding faces in a run of sampled frames without searching every frame whole.
 
-Every `full_every`-th frame (and any frame while no face is known) gets the full search of `FaceDetector`: ~36
-BlazeFace tiles for a 1080p frame. In the frames between, each face known from the last full search is followed:
-it is looked for only in a square window `window` times its size around where it was last seen (one or two
-tiles), with a lower score threshold since a face was just there, and the detection nearest to it is kept.
-A person entering the picture is found at the next full search, at most `full_every - 1` sampled frames late.
+Every `full_every`-th frame (and any frame while no face is known) gets the full search of `FaceDetector`: the
+zoomed-out level, the short-range pyramid and the full-range levels over the whole frame. In the frames between,
+each face known from the last full search is followed: it is looked for only in a square window `window` times its
+size around where it was last seen, by the frame's own short-range levels (so it is seen at the scales, and framed
+as, a full search would see it: boxes agree with a full search's at IoU 0.95-0.99 on a moving face), with a lower
+score threshold since a face was just there, and the detection nearest to it is kept. The full-range model, which
+adds faces only where the short-range one finds none, is left out. A follow costs a sixth of a full search (a 1080p
+frame: ~6 against ~40 ms of CPU). A person entering the picture is found at the next full search, at most
+`full_every - 1` sampled frames late.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aletheia.faces.extract import Face, FaceDetector
+from aletheia.faces.networks import SHORT_RANGE
 from aletheia.video.tracks import iou
 
 # Detections closer than this (fraction of the window) to a window edge inside the frame are cut faces: dropped.
@@ -26,9 +31,6 @@ class FrameFaceSearch:
     detector: FaceDetector
     full_every: int = 4
     window: float = 4.0
-    # Faces are looked for down to this fraction of the followed face's size (faces do not shrink faster between
-    # sampled frames): with a 4x window that is one BlazeFace tile plus the zoomed-out one.
-    min_face_ratio: float = 0.6
     # A face just seen is looked for again with this lower detection score threshold (a track is a strong prior).
     follow_score_threshold: float = 0.5
     _known: list[Face] = field(default_factory=list, repr=False)  # each followed face where last seen
@@ -68,10 +70,11 @@ class FrameFaceSearch:
         )
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None
-        self._follower.min_face_size = max(1, round(self.min_face_ratio * size))
+        # The frame's own short-range levels: a face is seen at the scales, and so framed as, a full search sees it.
+        levels = [level for level in self.detector.levels(height, width) if level.spec is SHORT_RANGE]
         near = [
             f
-            for f in self._follower.detect(image[y0:y1, x0:x1])
+            for f in self._follower.detect(image[y0:y1, x0:x1], levels)
             if not _cut(f.box, (x0, y0, x1, y1), width, height)
         ]
         if not near:
