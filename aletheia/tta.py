@@ -9,9 +9,9 @@ fifth, and the zoom adds little to that.
 
 Videos score each face once (VIDEO_TTA) unless a mode is asked for: a person's score already averages the logits
 of up to 32 sampled frames, and the frames' agreement is checked (a person whose frames disagree is inconclusive).
-On the 13 development videos (bundled model, the same faces both ways) mirroring changed a person's score by 0.007
-(median) and 0.031 at most, and the video AUC not at all (1.000 both), for twice the classifier time, the largest
-single cost of a video.
+On the 13 development videos (bundled model, the same faces both ways) mirroring changed a person's score by 0.004
+(median) and 0.07 at most (a real video, 0.58 -> 0.51, inconclusive both ways), no verdict, and the video AUC not at
+all (1.000 both), for twice the classifier time, the largest single cost of a video.
 """
 
 from __future__ import annotations
