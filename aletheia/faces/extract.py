@@ -41,7 +41,7 @@ KEYPOINT_NAMES = (
 
 # Smallest face (box width, input pixels) the short-range model finds reliably; the finest level makes the
 # smallest wanted face this large (measured on faces pasted at every size: all found from 16 px, none at 14).
-_MIN_FACE_PX = 16.0
+MIN_FACE_PX = 16.0
 # Faces at least this large (level pixels) are left to the next coarser level (the model is sure up to ~96).
 _MAX_FACE_PX = 72.0
 # Scale between pyramid levels: a 72 px face at one level is 24 px at the next, well inside the model's range.
@@ -140,7 +140,7 @@ class FaceDetector:
         size = SHORT_RANGE.input_size
         longest = max(height, width)
         levels = [Level(SHORT_RANGE, size / (longest * _ZOOM_OUT), canvas=size)]
-        finest = longest * min(_MIN_FACE_PX / self._min_face(height, width), _MAX_UPSCALE)
+        finest = longest * min(MIN_FACE_PX / self._min_face(height, width), _MAX_UPSCALE)
         sides = [max(finest, size)]
         while sides[-1] / _LEVEL_RATIO > size:
             sides.append(sides[-1] / _LEVEL_RATIO)
