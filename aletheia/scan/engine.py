@@ -195,8 +195,8 @@ def run_scan(paths: Iterable[str | Path], sink, settings: ScanSettings, *, clien
              summary: ScanSummary | None = None, **cluster_options) -> ScanSummary:  # fmt: skip
     """Scan `paths` into `sink` (which knows what is already done) and return what was done.
 
-    In this process (the default) inputs are scored and written `chunk_size` at a time (default: the batch size);
-    with a dask `client`, in shards on the cluster's workers (`aletheia.scan.distributed.scan_on_cluster`).
+    In this process (the default) inputs are scored as one stream and written `chunk_size` at a time (default: the
+    batch size); with a dask `client`, in shards on the cluster's workers (`aletheia.scan.distributed`).
     """
     summary = summary if summary is not None else ScanSummary()
     inputs = pending_inputs(paths, getattr(sink, "done", set()), summary)
@@ -213,7 +213,9 @@ def run_scan(paths: Iterable[str | Path], sink, settings: ScanSettings, *, clien
         scan_on_cluster(client, inputs, settings, write, **cluster_options)
         return summary
     pipeline, videos = detectors if detectors is not None else build_detectors(settings)
-    for chunk in chunks(inputs, chunk_size or settings.batch_size):
-        results = list(detect_in_order(pipeline, videos, chunk, settings.assume_face))
-        write([r.to_json() for r in results], results)
+    # One stream through the pipeline, written a chunk at a time: photos keep being decoded and searched while a
+    # chunk is written (restarting the pipeline per chunk would idle it at every chunk's start and end).
+    results = detect_in_order(pipeline, videos, inputs, settings.assume_face)
+    for chunk in chunks(results, chunk_size or settings.batch_size):
+        write([r.to_json() for r in chunk], chunk)
     return summary
