@@ -25,13 +25,18 @@ R = TypeVar("R")
 
 
 def default_workers() -> int:
-    """Threads for the per-photo work: one per two CPUs, from 1 to 4 (each runs ONNX Runtime's own threads too).
+    """Threads for the per-photo work: the CPUs divided by the threads each ONNX Runtime session runs, from 1 to 4.
 
-    On 2 busy cores (benchmarks/torch_free_detect.py) one thread beside the classifier was never slower than serial
-    and two threads were up to 11% slower: more threads than free cores only compete.
+    With sessions of one thread each (what `aletheia detect` opens for several inputs: aletheia.onnxrt), one per
+    CPU: every core decodes and searches photos while the classifier takes its turns. With sessions of ONNX
+    Runtime's default (a thread per core), one per two CPUs: more threads than free cores only compete (on 2 busy
+    cores, two were up to 11% slower than one, benchmarks/torch_free_detect.py).
     """
+    from aletheia.onnxrt import default_num_threads
+
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cpus // 2))
+    per_session = default_num_threads() or 2
+    return max(1, min(4, cpus // per_session))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
