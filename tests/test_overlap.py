@@ -98,3 +98,20 @@ def test_predict_many_in_threads_equals_serial(tmp_path: Path) -> None:
     threaded = [r.to_json() for r in pipeline.predict_many(sources, workers=3)]
     assert timeless(threaded) == timeless(serial)
     assert [r["label"] for r in serial].count("error") == 3 and serial[0]["faces"]
+
+
+def test_a_thread_per_core_with_single_threaded_sessions_else_one_per_two() -> None:
+    import os
+
+    from aletheia import onnxrt
+    from aletheia.overlap import default_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    before = onnxrt._num_threads
+    try:
+        onnxrt.set_num_threads(1)
+        assert default_workers() == max(1, min(4, cpus))
+        onnxrt.set_num_threads(2)
+        assert default_workers() == max(1, min(4, cpus // 2))
+    finally:
+        onnxrt.set_num_threads(before)
