@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from aletheia.io import InputError
 from aletheia.overlap import prefetched
 from aletheia.provenance import input_facts
 from aletheia.results import ImageResult
-from aletheia.video.decode import DEFAULT_NUM_FRAMES, VideoInput, VideoReader, is_video_path
+from aletheia.video.decode import DEFAULT_NUM_FRAMES, SampledFrame, VideoInput, VideoReader, is_video_path
 from aletheia.video.results import FrameResult, TrackResult, VideoFace, VideoResult
 from aletheia.video.search import FrameFaceSearch
 from aletheia.video.tracks import TRACK_STRATEGIES, TrackLinker, score_track
@@ -105,26 +106,15 @@ class VideoDetector:
                 self.detector.min_face_size = adaptive_min_face(longest, VIDEO_MIN_FACE_FRACTION)
             self.search.reset()
             times = reader.sample_times(self.num_frames, self.fps)
-            for frame in prefetched(reader.frames(times), DECODE_AHEAD):
-                frame_result = FrameResult(index=frame.index, time=frame.time)
-                height, width = frame.image.shape[:2]
-                for face in self.search(frame.image):
-                    crop = pipeline.crop_face(frame.image, face.box)
-                    frame_result.faces.append(
-                        VideoFace(
-                            face.box,
-                            face.keypoints,
-                            face.detection_score,
-                            score=float("nan"),
-                            warnings=face_caveats(face.box, crop, width, height),
-                        )  # fmt: skip
-                    )
-                    crops.append(crop)
-                result.frames.append(frame_result)
-                faces.extend(frame_result.faces)
-                crops = self._classify_full_batches(crops, logits, spreads)
-                if on_frame is not None:
-                    on_frame(len(result.frames), len(times), len(faces))
+            # Closed (its thread stopped) before the reader is, also when a frame's work raises.
+            with closing(prefetched(reader.frames(times), DECODE_AHEAD)) as frames:
+                for frame in frames:
+                    frame_result, frame_crops = self._search_frame(frame)
+                    result.frames.append(frame_result)
+                    faces.extend(frame_result.faces)
+                    crops = self._classify_full_batches(crops + frame_crops, logits, spreads)
+                    if on_frame is not None:
+                        on_frame(len(result.frames), len(times), len(faces))
         if crops:
             self._classify(crops, logits, spreads)
         # Column 0: the overall fake logit; then one per kind of fake, for models that score kinds.
@@ -142,6 +132,22 @@ class VideoDetector:
                     face.warnings.append(unstable_caveat(face.spread, limit))
         self._add_tracks(result)
         return result
+
+    def _search_frame(self, frame: SampledFrame) -> tuple[FrameResult, list[np.ndarray]]:
+        """A sampled frame's faces (not yet scored) and their crops, in the same order."""
+        result = FrameResult(index=frame.index, time=frame.time)
+        height, width = frame.image.shape[:2]
+        crops = []
+        for face in self.search(frame.image):
+            crop = self.pipeline.crop_face(frame.image, face.box)
+            warnings = face_caveats(face.box, crop, width, height)
+            result.faces.append(
+                VideoFace(
+                    face.box, face.keypoints, face.detection_score, score=float("nan"), warnings=warnings
+                )
+            )
+            crops.append(crop)
+        return result, crops
 
     def _empty_result(self, name: str, facts=None, error: str | None = None) -> VideoResult:
         pipeline = self.pipeline
