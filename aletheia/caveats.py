@@ -89,13 +89,14 @@ def image_caveats(width: int | None, height: int | None, jpeg_quality: int | Non
     return out
 
 
-def rule_caveats(default_band: bool, tta: str) -> list[Caveat]:
-    """Warnings about the verdict's own rules for this model and these settings."""
+def rule_caveats(default_band: bool, tta: str, video: bool = False) -> list[Caveat]:
+    """Warnings about the verdict's own rules for this model and these settings. A video's faces unaugmented are
+    no warning: its people's scores are checked for stability across their frames instead (disagree_caveat)."""
     out: list[Caveat] = []
     if default_band:
         out.append(Caveat("default_band", "This model carries no inconclusive band chosen on its validation data; "
                                           "a default band around its threshold is used."))  # fmt: skip
-    if tta == "none":
+    if tta == "none" and not video:
         out.append(Caveat("no_augmentation", "Scores were not checked for stability (test-time augmentation off): "
                                              "an unstable score cannot be told."))  # fmt: skip
     return out

@@ -180,13 +180,17 @@ class DeepfakeDetectorPipeline:
         overall, per_kind, _, _ = self.classify(crops)
         return overall, per_kind
 
-    def classify(self, crops: np.ndarray, return_attention: bool = False) -> Classified:
-        """The classifier's answer for face crops: every face and its augmented views in one pass per batch."""
-        views = augment.views_of(self.tta)
+    def classify(
+        self, crops: np.ndarray, return_attention: bool = False, tta: str | None = None
+    ) -> Classified:
+        """The classifier's answer for face crops: every face and its augmented views in one pass per batch.
+        `tta` overrides the pipeline's test-time augmentation (videos score each face once: aletheia.tta)."""
+        mode = self.tta if tta is None else augment.check_mode(tta)
+        views = augment.views_of(mode)
         logits, maps, spreads = [], [], []
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start : start + self.batch_size]
-            batch = self.preprocessing.normalise(augment.expand(chunk, self.tta))
+            batch = self.preprocessing.normalise(augment.expand(chunk, mode))
             batch_logits, batch_maps = self.classifier.infer(
                 batch, with_attention=return_attention and self.config.has_attention
             )

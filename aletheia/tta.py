@@ -6,6 +6,12 @@ in one batch with the originals. Measured in benchmarks/stability.py (297 faces,
 `mirror` costs 1.5x the classifier time per face of `none`, `mirror_zoom` (mirror plus a 92% centre zoom of both)
 5.3x; mirroring makes a mirrored photo score the same and cuts the median score change on a JPEG-75 re-save by a
 fifth, and the zoom adds little to that.
+
+Videos score each face once (VIDEO_TTA) unless a mode is asked for: a person's score already averages the logits
+of up to 32 sampled frames, and the frames' agreement is checked (a person whose frames disagree is inconclusive).
+On the 13 development videos (bundled model, the same faces both ways) mirroring changed a person's score by 0.004
+(median) and 0.07 at most (a real video, 0.58 -> 0.51, inconclusive both ways), no verdict, and the video AUC not at
+all (1.000 both), for twice the classifier time, the largest single cost of a video.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ TTA_MODES: dict[str, tuple[View, ...]] = {
     "mirror_zoom": (_original, _mirror, _zoom, _zoom_mirror),
 }
 DEFAULT_TTA = "mirror"
+VIDEO_TTA = "none"
 
 
 def check_mode(mode: str) -> str:

@@ -8,7 +8,10 @@ the size of an install without the training extras, each beside a baseline measu
   on a 512 px and a 1080p photo. Whether torch was imported is printed too.
 * Folder: DeepfakeDetectorPipeline().predict_many over 1080p photos made by resizing the development photos (cover
   1920x1080, centre crop; written to a temporary folder, never kept), overlapped (the default) against serial
-  (`overlap=False`) in the same process, alternating; photos per second, medians. The scores must agree.
+  (`workers=0`) in the same process, alternating; photos per second, medians. The scores must agree.
+* `aletheia detect FOLDER` as the command scans it (its settings, `run_scan` into a JSONL file), timed after the
+  models load, each tree in a process of its own, alternating with --baseline-commit: photos per second and CPU
+  milliseconds per photo (all threads), medians, and their ratio.
 * Install size: the installed files of the distributions a minimal install needs (the runtime dependencies and
   what they need, read from this environment's metadata) against those of the full install.
 
@@ -154,6 +157,54 @@ def folder(paths: list[Path], repeats: int) -> dict:
                if mode != "serial"}}  # fmt: skip
 
 
+def scan_folder(folder: Path, out_dir: Path) -> dict:
+    """`aletheia detect FOLDER -o out.jsonl` in this process, timed after the models load and a warm-up."""
+    from aletheia.cli import _scan_settings, build_parser
+    from aletheia.scan import build_detectors, open_sink, run_scan
+
+    photos = sorted(folder.iterdir())
+    args = build_parser().parse_args(
+        ["detect", str(folder), "-o", str(out_dir / "scan.jsonl"), "--no-progress"]
+    )
+    settings = _scan_settings(args)
+    detectors = build_detectors(settings)
+
+    def scan(paths: list[Path], name: str) -> tuple[float, float, int]:
+        sink = open_sink(out_dir / name, "jsonl", resume=False, overwrite=True)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        summary = run_scan(paths, sink, settings, detectors=detectors)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        sink.close()
+        return wall, cpu, summary.done
+
+    scan(photos[:4], "warm.jsonl")
+    wall, cpu, done = scan([folder], "scan.jsonl")
+    return {"photos_s": round(done / wall, 2), "cpu_ms_per_photo": round(cpu / done * 1000, 1)}
+
+
+def scan_folders(folder: Path, baseline: Path | None, rounds: int, tmp_dir: Path) -> list[dict]:
+    """scan_folder for this tree and the baseline, each in its own process, alternating."""
+    trees = {**({"baseline": baseline} if baseline else {}), "this tree": ROOT}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            proc = subprocess.run([sys.executable, __file__, "--scan-worker", str(folder)], env=env, cwd=tmp_dir,
+                                  capture_output=True, text=True)  # fmt: skip
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            runs[name].append(json.loads(proc.stdout.splitlines()[-1]))
+    rows = [
+        {"tree": name, **{k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}}
+        for name in trees
+    ]
+    if baseline:
+        base, this = rows
+        this["speed-up"] = round(this["photos_s"] / base["photos_s"], 2)
+        this["cpu ratio"] = round(base["cpu_ms_per_photo"] / this["cpu_ms_per_photo"], 2)
+    return rows
+
+
 def _requirements(name: str) -> list[str]:
     try:
         requires = metadata.requires(name) or []
@@ -205,25 +256,36 @@ def main() -> None:
         "--baseline-commit", help="a commit of this repository to measure the processes against"
     )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["process", "folder", "install"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["process", "folder", "scan", "install"])
+    parser.add_argument(
+        "--scan-worker", type=Path, help=argparse.SUPPRESS
+    )  # one scan_folder, for scan_folders
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    if args.scan_worker:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(scan_folder(args.scan_worker, Path(tmp))))
+        return
+    print(f"CPU: {cpu_model()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "photos").mkdir()
         photos = make_photos(args.photos, tmp_dir / "photos")
         if "install" not in args.skip:
             print("install:", json.dumps(install_sizes()))
+        baseline = None
+        if args.baseline_commit:
+            baseline = tmp_dir / "baseline"
+            baseline.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_commit],
+                                     capture_output=True, check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
         if "folder" not in args.skip:
             print("folder of 1080p photos:", json.dumps(folder(photos, args.repeats)))
+        if "scan" not in args.skip:
+            for row in scan_folders(tmp_dir / "photos", baseline, args.repeats, tmp_dir):
+                print(f"aletheia detect FOLDER ({len(photos)} 1080p photos):", json.dumps(row))
         if "process" not in args.skip:
-            baseline = None
-            if args.baseline_commit:
-                baseline = tmp_dir / "baseline"
-                baseline.mkdir()
-                archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_commit],
-                                         capture_output=True, check=True).stdout  # fmt: skip
-                subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
             import cv2
 
             small = tmp_dir / "512px.jpg"

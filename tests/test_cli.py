@@ -136,6 +136,18 @@ def test_usage_errors_exit_2_with_a_message(
     assert message in capsys.readouterr().err
 
 
+def test_several_inputs_on_the_cpu_get_single_threaded_sessions(folder: Path) -> None:
+    """A folder is scanned for throughput (a thread per core, aletheia.overlap); one input waits least with every
+    core on each network call; elsewhere than on the CPU with ONNX Runtime the default stands."""
+    from aletheia.cli import _session_threads
+
+    assert _session_threads([str(folder)], "cpu", "auto") == 1
+    assert _session_threads([str(ASTRONAUT), str(ASTRONAUT)], "cpu", "onnx") == 1
+    assert _session_threads([str(ASTRONAUT)], "cpu", "auto") is None
+    assert _session_threads([str(folder)], "cuda", "auto") is None
+    assert _session_threads([str(folder)], "cpu", "torch") is None
+
+
 def test_empty_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert main(["detect", str(tmp_path), "--model", "x.pth"]) == 2
     assert "no image or video files" in capsys.readouterr().err

@@ -369,19 +369,27 @@ def test_video_result_json_tracks_and_scores(pipeline, astronaut_video: Path) ->
     assert xs == sorted(xs) and xs[-1] - xs[0] > 150
 
 
-def test_a_face_in_a_video_scores_as_in_a_photo(astronaut_video: Path) -> None:
+def test_a_face_in_a_video_scores_as_in_a_photo_scored_once(astronaut_video: Path) -> None:
     from aletheia.pipeline import DeepfakeDetectorPipeline
 
     # The bundled model, not the untrained B4: that one scores every crop alike, so its scores could not differ.
     pipeline = DeepfakeDetectorPipeline()
-    result = VideoDetector(pipeline, num_frames=3, full_detection_every=1).predict(astronaut_video)
+    once = VideoDetector(pipeline, num_frames=3, full_detection_every=1).predict(astronaut_video)
+    mirrored = VideoDetector(pipeline, num_frames=3, full_detection_every=1, tta="mirror").predict(
+        astronaut_video
+    )
+    assert (once.tta, mirrored.tta, pipeline.tta) == ("none", "mirror", "mirror")
+    assert "no_augmentation" not in [w.code for w in once.warnings]  # a person's frames are checked instead
     with VideoReader(astronaut_video) as reader:
         images = [f.image for f in reader.frames(reader.sample_times(3))]
-    for frame, image in zip(result.frames, images, strict=True):
-        photo = pipeline.predict(image)
-        assert frame.faces, "the astronaut is in every frame"
-        assert [f.score for f in frame.faces] == pytest.approx([f.score for f in photo.faces], abs=1e-5)
-        np.testing.assert_allclose([f.box for f in frame.faces], [f.box for f in photo.faces], atol=1e-3)
+    for frames, photo_pipeline in ((once.frames, pipeline.with_tta("none")), (mirrored.frames, pipeline)):
+        for frame, image in zip(frames, images, strict=True):
+            photo = photo_pipeline.predict(image)
+            assert frame.faces, "the astronaut is in every frame"
+            assert [f.score for f in frame.faces] == pytest.approx([f.score for f in photo.faces], abs=1e-5)
+            np.testing.assert_allclose([f.box for f in frame.faces], [f.box for f in photo.faces], atol=1e-3)
+    assert [f.spread for f in once.frames[0].faces] == [None]
+    assert mirrored.frames[0].faces[0].spread is not None
 
 
 def test_uploads_as_bytes_or_file_objects(pipeline, astronaut_video: Path) -> None:
@@ -415,6 +423,24 @@ def test_strategy_and_batching_options(pipeline, astronaut_video: Path) -> None:
     assert [f.logit for fr in again.frames for f in fr.faces] == pytest.approx(logits, abs=1e-5)
     with pytest.raises(ValueError, match="unknown track strategy"):
         VideoDetector(pipeline, strategy="vote")
+
+
+def test_frame_progress_and_stopping_a_video_mid_way(pipeline, astronaut_video: Path) -> None:
+    """Frames are decoded by a thread of their own ahead of the face search: a video stopped by its progress
+    callback (a cancelled job) stops there, and leaves no thread decoding behind."""
+    import threading
+
+    heard = []
+    VideoDetector(pipeline, num_frames=6).predict(astronaut_video, on_frame=lambda *a: heard.append(a))
+    assert [done for done, _, _ in heard] == [1, 2, 3, 4, 5, 6] and heard[-1] == (6, 6, 6)
+
+    def cancel(done: int, total: int, faces: int) -> None:
+        if done == 2:
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError, match="cancelled"):
+        VideoDetector(pipeline, num_frames=6).predict(astronaut_video, on_frame=cancel)
+    assert not [t for t in threading.enumerate() if t.name == "aletheia-prefetch"]
 
 
 def test_no_face_video(pipeline, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ KEYPOINT_NAMES = (
 
 # Smallest face (box width, input pixels) the short-range model finds reliably; the finest level makes the
 # smallest wanted face this large (measured on faces pasted at every size: all found from 16 px, none at 14).
-_MIN_FACE_PX = 16.0
+MIN_FACE_PX = 16.0
 # Faces at least this large (level pixels) are left to the next coarser level (the model is sure up to ~96).
 _MAX_FACE_PX = 72.0
 # Scale between pyramid levels: a 72 px face at one level is 24 px at the next, well inside the model's range.
@@ -164,7 +164,7 @@ class FaceDetector:
         size = SHORT_RANGE.input_size
         longest = max(height, width)
         levels = [Level(SHORT_RANGE, size / (longest * _ZOOM_OUT), canvas=size)]
-        finest = longest * min(_MIN_FACE_PX / self._min_face(height, width), _MAX_UPSCALE)
+        finest = longest * min(MIN_FACE_PX / self._min_face(height, width), _MAX_UPSCALE)
         sides = [max(finest, size)]
         while sides[-1] / _LEVEL_RATIO > size:
             sides.append(sides[-1] / _LEVEL_RATIO)
@@ -182,11 +182,12 @@ class FaceDetector:
         ]
         return levels
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """All faces in an RGB uint8 image, in original pixels, best first."""
+    def detect(self, image: np.ndarray, levels: list[Level] | None = None) -> list[Face]:
+        """All faces in an RGB uint8 image, in original pixels, best first. `levels`: the passes to make, if not
+        this image's own (a video's face follower makes a frame's short-range passes over a window of it)."""
         height, width = image.shape[:2]
         found: dict[str, list[np.ndarray]] = {SHORT_RANGE.name: [], FULL_RANGE.name: []}
-        levels = self.levels(height, width)
+        levels = self.levels(height, width) if levels is None else levels
         per_level = self._search_levels(levels, _level_inputs(image, levels))
         for level, detections in zip(levels, per_level, strict=True):
             found[level.spec.name].append(detections)

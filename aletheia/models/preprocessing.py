@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -85,11 +86,32 @@ class Preprocessing:
 
 
 def normalise(crops: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 NHWC RGB crops -> float32 NCHW, (pixel / 255 - mean) / std: the same float32 arithmetic as torch's."""
-    x = np.ascontiguousarray(crops).astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((x - mean) / std)
+    """uint8 NHWC RGB crops -> float32 NCHW, (pixel / 255 - mean) / std: the same float32 arithmetic as torch's.
+
+    A uint8 has 256 values: each channel's are computed once, in that arithmetic, and looked up (a third of the
+    time of computing every pixel, the same bits)."""
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8:
+        x = np.ascontiguousarray(crops).astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+        mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray((x - mean) / std)
+    table = _table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    out = np.empty((crops.shape[0], crops.shape[3], *crops.shape[1:3]), dtype=np.float32)
+    for channel in range(crops.shape[3]):
+        out[:, channel] = table[channel][crops[..., channel]]
+    return out
+
+
+@lru_cache(maxsize=8)
+def _table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(channels, 256) float32: (value / 255 - mean) / std for every uint8 value, in float32 as torch computes it."""
+    values = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    table = (values[None] - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[
+        :, None
+    ]
+    table.setflags(write=False)
+    return table
 
 
 def apply_stored(config: ModelConfig, metadata: dict[str, Any], source: str) -> ModelConfig:

@@ -34,7 +34,7 @@ class ScanSettings:
     batch_size: int = 32
     min_face_size: int | None = None
     backend: str = "auto"
-    tta: str = "mirror"
+    tta: str | None = None  # None: mirror for photos; videos score each face once (aletheia.tta.VIDEO_TTA)
     assume_face: bool = False
     frames: int = 32
     fps: float | None = None
@@ -50,6 +50,7 @@ def build_detectors(settings: ScanSettings):
     from aletheia.models.spec import resolve_model_spec
     from aletheia.onnxrt import set_num_threads
     from aletheia.pipeline import DeepfakeDetectorPipeline
+    from aletheia.tta import DEFAULT_TTA
     from aletheia.video import VideoDetector
 
     if settings.threads:
@@ -66,10 +67,14 @@ def build_detectors(settings: ScanSettings):
         batch_size=settings.batch_size,
         min_face_size=settings.min_face_size,
         backend=settings.backend,
-        tta=settings.tta,
+        tta=DEFAULT_TTA if settings.tta is None else settings.tta,
     )
     videos = VideoDetector(
-        pipeline, num_frames=settings.frames, fps=settings.fps, strategy=settings.track_strategy
+        pipeline,
+        num_frames=settings.frames,
+        fps=settings.fps,
+        strategy=settings.track_strategy,
+        tta=settings.tta,
     )
     return pipeline, videos
 
@@ -183,8 +188,8 @@ def run_scan(paths: Iterable[str | Path], sink, settings: ScanSettings, *, clien
              summary: ScanSummary | None = None, **cluster_options) -> ScanSummary:  # fmt: skip
     """Scan `paths` into `sink` (which knows what is already done) and return what was done.
 
-    In this process (the default) inputs are scored and written `chunk_size` at a time (default: the batch size);
-    with a dask `client`, in shards on the cluster's workers (`aletheia.scan.distributed.scan_on_cluster`).
+    In this process (the default) inputs are scored as one stream and written `chunk_size` at a time (default: the
+    batch size); with a dask `client`, in shards on the cluster's workers (`aletheia.scan.distributed`).
     """
     summary = summary if summary is not None else ScanSummary()
     inputs = pending_inputs(paths, getattr(sink, "done", set()), summary)
@@ -201,7 +206,9 @@ def run_scan(paths: Iterable[str | Path], sink, settings: ScanSettings, *, clien
         scan_on_cluster(client, inputs, settings, write, **cluster_options)
         return summary
     pipeline, videos = detectors if detectors is not None else build_detectors(settings)
-    for chunk in chunks(inputs, chunk_size or settings.batch_size):
-        results = list(detect_in_order(pipeline, videos, chunk, settings.assume_face))
-        write([r.to_json() for r in results], results)
+    # One stream through the pipeline, written a chunk at a time: photos keep being decoded and searched while a
+    # chunk is written (restarting the pipeline per chunk would idle it at every chunk's start and end).
+    results = detect_in_order(pipeline, videos, inputs, settings.assume_face)
+    for chunk in chunks(results, chunk_size or settings.batch_size):
+        write([r.to_json() for r in chunk], chunk)
     return summary

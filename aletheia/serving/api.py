@@ -381,7 +381,8 @@ def detect_form(
         Literal["none", "mirror", "mirror_zoom"] | None,
         Form(
             description="test-time augmentation: each face is also scored mirrored (mirror_zoom: and zoomed) "
-            "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror)"
+            "and the views averaged; a face whose views disagree is inconclusive. Default: the server's (mirror) "
+            "for photos, none for videos (a person's score averages their frames)"
         ),
     ] = None,
 ) -> DetectForm:

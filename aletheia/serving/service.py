@@ -290,7 +290,10 @@ class DetectionService:
         pipeline = pipeline.with_tta(tta)
         recorder = _CropRecorder(pipeline) if keep_crops else None
         videos = VideoDetector(
-            cast(DeepfakeDetectorPipeline, recorder or pipeline), num_frames=num_frames, strategy=strategy
+            cast(DeepfakeDetectorPipeline, recorder or pipeline),
+            num_frames=num_frames,
+            strategy=strategy,
+            tta=tta,
         )
         gate = self._gates[key]
 
@@ -330,9 +333,9 @@ class _CropRecorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipeline, name)
 
-    def classify(self, crops: np.ndarray, return_attention: bool = False) -> Any:
+    def classify(self, crops: np.ndarray, return_attention: bool = False, tta: str | None = None) -> Any:
         self.crops.extend(np.array(crop) for crop in crops)
-        return self._pipeline.classify(crops, return_attention)
+        return self._pipeline.classify(crops, return_attention, tta)
 
 
 def _keep_display_crops(result: VideoResult, crops: list[np.ndarray]) -> None:
