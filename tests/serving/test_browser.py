@@ -204,11 +204,16 @@ def test_a_video_shows_its_progress_in_frames_and_can_be_cancelled(
 ) -> None:
     page.get_by_text("Video settings").click()
     frames = page.locator("#frames input[type=number]")
-    frames.fill(str(LONG_VIDEO_FRAMES))
-    frames.press("Enter")
-    frames.blur()  # Gradio sends the number on change: let it reach the server before the upload starts the job
+    # Gradio sends the number on change and may still re-render the settings just after the page loads (seen in a
+    # full run): type it until it holds, and let it reach the server before the upload starts the job.
+    for _ in range(20):
+        frames.fill(str(LONG_VIDEO_FRAMES))
+        frames.press("Enter")
+        frames.blur()
+        page.wait_for_timeout(500)
+        if frames.input_value() == str(LONG_VIDEO_FRAMES):
+            break
     expect(frames).to_have_value(str(LONG_VIDEO_FRAMES))
-    page.wait_for_timeout(1000)
     page.locator("#photo input[type=file]").set_input_files(str(long_video))
     cancel = page.locator("#cancel")
     expect(cancel).to_be_visible()
