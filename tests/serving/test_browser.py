@@ -104,16 +104,27 @@ def test_upload_a_photo_and_read_the_scores(page: object, server: RunningServer)
     assert page.outside_requests == []
 
 
+def _type_number(page: object, box: object, value: str) -> None:
+    """Type a number into a Gradio number box until it holds: in a full run Gradio can still re-render the box just
+    after the page loads and undo a typed value; the change reaches the server on Enter and blur."""
+    for _ in range(20):
+        box.fill(value)
+        box.press("Enter")
+        box.blur()
+        page.wait_for_timeout(500)
+        if box.input_value() == value:
+            break
+    expect(box).to_have_value(value)
+
+
 def test_threshold_slider_and_bad_file_in_the_browser(page: object, tmp_path: Path) -> None:
     page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
     verdict = page.locator("#verdict")
     expect(verdict).to_contain_text("Verdict:")
     number = page.locator("#threshold input[type=number]")
-    number.fill("0")
-    number.press("Enter")
+    _type_number(page, number, "0")
     expect(verdict).to_contain_text("likely fake")
-    number.fill("1")
-    number.press("Enter")
+    _type_number(page, number, "1")
     expect(verdict).to_contain_text("likely real")
     # The report follows the threshold (written just after the verdict shows: poll for it).
     for _ in range(20):
@@ -204,16 +215,7 @@ def test_a_video_shows_its_progress_in_frames_and_can_be_cancelled(
 ) -> None:
     page.get_by_text("Video settings").click()
     frames = page.locator("#frames input[type=number]")
-    # Gradio sends the number on change and may still re-render the settings just after the page loads (seen in a
-    # full run): type it until it holds, and let it reach the server before the upload starts the job.
-    for _ in range(20):
-        frames.fill(str(LONG_VIDEO_FRAMES))
-        frames.press("Enter")
-        frames.blur()
-        page.wait_for_timeout(500)
-        if frames.input_value() == str(LONG_VIDEO_FRAMES):
-            break
-    expect(frames).to_have_value(str(LONG_VIDEO_FRAMES))
+    _type_number(page, frames, str(LONG_VIDEO_FRAMES))
     page.locator("#photo input[type=file]").set_input_files(str(long_video))
     cancel = page.locator("#cancel")
     expect(cancel).to_be_visible()
