@@ -34,6 +34,9 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--self-blend", type=float, help="fraction of fake draws made self-blended pseudo-fakes")
     p.add_argument(
+        "--crop-jitter", type=float, help="shift and scale half the crops by up to this fraction of the crop"
+    )
+    p.add_argument(
         "--retouch", type=float, help="share of faces, real and fake alike, given a beauty filter on the face"
     )
     p.add_argument(
@@ -181,7 +184,7 @@ def _config_values(args: argparse.Namespace) -> dict:
     from aletheia.training.config import TrainConfig
 
     keys = ["data", "output", "model", "init_checkpoint", "epochs", "batch_size", "lr", "augment_strength",
-            "equalise_quality", "retouch", "self_blend", "blend_mask", "pseudo_generate", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "precision", "lr_schedule", "resume"]  # fmt: skip
+            "equalise_quality", "crop_jitter", "retouch", "self_blend", "blend_mask", "pseudo_generate", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "precision", "lr_schedule", "resume"]  # fmt: skip
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
     config = config.model_copy(update={"data": [str(Path(d).resolve()) for d in config.data],

@@ -184,7 +184,8 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
         array = array * 255.0 if array.max(initial=0.0) <= 1.0 else array
     elif array.dtype.kind not in "iu":
         raise InputError(f"<array {array.dtype}>: expected a numeric or boolean array")
-    array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.dtype != np.uint8:  # uint8 is the common case: no clip, no copy
+        array = np.clip(array, 0, 255).astype(np.uint8)
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     elif array.shape[2] == 4:

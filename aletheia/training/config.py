@@ -30,6 +30,13 @@ class TrainConfig(BaseModel):
         description="re-encode (JPEG 60-95) and resample every training crop, so file quality and resolution "
         "cannot tell the classes apart",
     )
+    crop_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=0.2,
+        description="shift and scale half the training crops by up to this fraction of the crop (and turn them by up "
+        "to 150x it in degrees), as detector boxes vary, so a score does not hang on the exact framing",
+    )
     retouch: float = Field(
         0.0,
         ge=0,

@@ -230,7 +230,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         val_faces.to_csv(output / "val_faces.csv", index=False)
     train_set = FaceCropDataset(
         train_faces,
-        training_augmentation(config.augment_strength, config.equalise_quality),
+        training_augmentation(config.augment_strength, config.equalise_quality, config.crop_jitter),
         config.seed,
         retouch=config.retouch,
         sources=train_faces["source"].astype(str).replace(config.pair_sources).to_numpy(),
