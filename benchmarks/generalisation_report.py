@@ -12,8 +12,9 @@ For every model: like-for-like AUC per FF++ method against FF++ reals; the left-
 their own domain (InSwapper and StyleGAN3 against FFHQ, which both were made from or trained on); each kind head
 against its kind (models with per-kind scores); the share of reals flagged per real source at the model's own
 threshold, whole real photos included; the beauty-filter check; the shortcut check (AUC between every pair of real
-sources: 0.5 means the model cannot tell datasets apart); stability (median |score change| under a mirror and
-under JPEG re-encoding at quality 75). Writes summary.json and summary.md (one column per model) to DIR.
+sources: 0.5 means the model cannot tell datasets apart); stability (median |score change| under a mirror,
+under JPEG re-encoding at quality 75 and with the crop moved by 2% of its side, as a detector's box moves).
+Writes summary.json and summary.md (one column per model) to DIR.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def _jpeg(crop: np.ndarray, quality: int = 75) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def _shifted(crop: np.ndarray, rng: np.random.Generator, fraction: float = 0.02) -> np.ndarray:
+    """The crop moved by `fraction` of its side along each axis (random signs): how far a face detector's box
+    moves between two encodings of one photo or two frames of a video (edges reflected)."""
+    side = crop.shape[0]
+    dx, dy = rng.choice([-1.0, 1.0], size=2) * fraction * side
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(crop, move, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
 def model_figures(
     checkpoint: str,
     faces: pd.DataFrame,
@@ -151,11 +161,12 @@ def model_figures(
     base = score[pick]
     mirrored = _score(pipeline, np.ascontiguousarray(crops[pick][:, :, ::-1]))[0]
     reencoded = _score(pipeline, np.stack([_jpeg(c) for c in crops[pick]]))[0]
-    figures["stability"] = {"faces": len(pick),
-                            "median_change_mirror": float(np.median(np.abs(mirrored - base))),
-                            "median_change_jpeg75": float(np.median(np.abs(reencoded - base))),
-                            "p90_change_mirror": float(np.quantile(np.abs(mirrored - base), 0.9)),
-                            "p90_change_jpeg75": float(np.quantile(np.abs(reencoded - base), 0.9))}  # fmt: skip
+    shift_rng = np.random.default_rng(1)
+    shifted = _score(pipeline, np.stack([_shifted(c, shift_rng) for c in crops[pick]]))[0]
+    figures["stability"] = {"faces": len(pick)}
+    for change, changed in (("mirror", mirrored), ("jpeg75", reencoded), ("shift2pct", shifted)):
+        figures["stability"][f"median_change_{change}"] = float(np.median(np.abs(changed - base)))
+        figures["stability"][f"p90_change_{change}"] = float(np.quantile(np.abs(changed - base), 0.9))
     return figures
 
 
@@ -191,7 +202,9 @@ def summary_markdown(results: dict[str, dict], held_out: dict) -> str:
                        f"{results[n]['beauty_filter']['flagged_after']:.1%}" for n in names)  # fmt: skip
     lines.append(f"| held-out reals | {cells} |")
     lines.append("| **stability: median (p90) score change** |" + " |" * len(names))
-    for change in ("mirror", "jpeg75"):
+    for change in ("mirror", "jpeg75", "shift2pct"):
+        if any(f"median_change_{change}" not in results[n]["stability"] for n in names):
+            continue
         cells = " | ".join(f"{results[n]['stability'][f'median_change_{change}']:.3f} "
                            f"({results[n]['stability'][f'p90_change_{change}']:.3f})" for n in names)  # fmt: skip
         lines.append(f"| {change} | {cells} |")
