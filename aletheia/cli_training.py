@@ -108,7 +108,7 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="a model spec: checkpoint file, bundled model (aletheia-lite0) or weights name",
+        help="a model spec: checkpoint file, bundled model (aletheia-lite2) or weights name",
     )
     p.add_argument("--data", nargs="+", required=True, help="prepared face folders")
     p.add_argument("--output", "-o", required=True)
@@ -122,7 +122,7 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
         "calibrate", help="fit temperature and threshold on a run's validation split, store them"
     )
     p.add_argument(
-        "--model", required=True, help="checkpoint to calibrate (e.g. RUN/best.pth, or aletheia-lite0)"
+        "--model", required=True, help="checkpoint to calibrate (e.g. RUN/best.pth, or aletheia-lite2)"
     )
     p.add_argument("--run-dir", required=True, help="its training run folder (fixes the validation split)")
     p.add_argument("--output", "-o", required=True, help="the calibrated checkpoint to write")
@@ -137,6 +137,10 @@ def add_training_commands(sub: argparse._SubParsersAction, handler_for) -> None:
     p.add_argument(
         "--tta", choices=("none", "mirror", "mirror_zoom"), default="mirror",
         help="test-time augmentation to fit with: the one inference will use (default mirror, as inference's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--half-precision", action="store_true",
+        help="store the weights as float16 (half the file; calibrated as rounded, loaded into the float model)",
     )  # fmt: skip
     p.set_defaults(handler=handler_for(_run_calibrate))
 
@@ -263,7 +267,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     if not 0.5 < args.band_accuracy < 1.0:
         raise ValueError(f"--band-accuracy must be between 0.5 and 1, got {args.band_accuracy}")
     summary = calibrate(args.model, args.run_dir, args.output, args.target_fpr, tta=args.tta,
-                        band_accuracy=args.band_accuracy)  # fmt: skip
+                        band_accuracy=args.band_accuracy, half_precision=args.half_precision)  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
     v = summary["verdicts"]
     print(f"inconclusive band {v['band'][0]:.3f}-{v['band'][1]:.3f} around threshold {summary['threshold']:.3f} "

@@ -49,7 +49,7 @@ class Classified(NamedTuple):
 class DeepfakeDetectorPipeline:
     """Detect faces, crop them as training does, and score each one's probability of being fake.
 
-    `model_name` is any model spec (aletheia.models.spec): a bundled model's name ("aletheia-lite0", the default),
+    `model_name` is any model spec (aletheia.models.spec): a bundled model's name ("aletheia-lite2", the default),
     a published-weights name, or a file (.pth, or .onnx with its .onnx.json sidecar); `model_spec` says what it
     resolved to. `model_checkpoint` names a weights file whose architecture `model_name` then names (otherwise it
     is read from the file). `backend` runs the classifier in

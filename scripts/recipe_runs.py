@@ -68,9 +68,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="data-loader processes per run")
     parser.add_argument("--deadline-minutes", type=float, default=600.0)
     parser.add_argument(
+        "--until",
+        choices=[stage for stage, _ in STAGES],
+        default=STAGES[-1][0],
+        help="the last stage to run (e.g. kinds, when stage 4 is another recipe's: scripts/train_default_model.sh)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="one epoch of two steps a stage, to check a machine"
     )
     args = parser.parse_args()
+    last = [stage for stage, _ in STAGES].index(args.until)
 
     deadline = time.monotonic() + 60 * args.deadline_minutes
     runs = {}
@@ -80,7 +87,7 @@ def main() -> None:
         runs[name] = {"backbone": backbone, "lomo": flag == "lomo", "stage": 0, "process": None, "log": None}
 
     def start_next(name: str, run: dict) -> None:
-        if run["stage"] >= len(STAGES):
+        if run["stage"] > last:
             return
         stage, stage_file = STAGES[run["stage"]]
         output = args.work / name / stage

@@ -329,7 +329,7 @@ def test_faces_finds_the_faces_of_a_videos_sampled_frames(tmp_path: Path, capsys
     assert len(list(crops.glob("*.png"))) == 4
 
 
-@pytest.mark.parametrize("name", ["aletheia-lite0", "aletheia-lite0.pth"])
+@pytest.mark.parametrize("name", ["aletheia-lite2", "aletheia-lite2.pth"])
 def test_the_bundled_model_is_accepted_by_the_name_results_print(name: str, capsys, tmp_path: Path) -> None:
     bundled = _bundled_model()
     assert main(["detect", str(ASTRONAUT), "--model", name, "--no-progress"]) == 0

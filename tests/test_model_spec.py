@@ -48,7 +48,7 @@ def published(b4_checkpoint: Path) -> Iterator[str]:
 
 def _specs(published: str) -> list[str]:
     """One spec of each kind that names trained weights: bundled by name, a .pth file, an .onnx file, published."""
-    return ["aletheia-lite0", str(DEFAULT_MODEL), str(export_paths(DEFAULT_MODEL)[0]), published]
+    return ["aletheia-lite2", str(DEFAULT_MODEL), str(export_paths(DEFAULT_MODEL)[0]), published]
 
 
 def _answer(record: dict) -> tuple:
@@ -87,7 +87,7 @@ def test_each_kind_of_spec_is_the_same_model_in_the_cli_the_server_and_the_api(
         assert max(scores) - min(scores) < 1e-5, (spec, scores)
     # The names results print, and the one model under its three bundled spellings (by name, .pth, .onnx).
     assert [api[spec]["model"] for spec in specs] == [
-        "aletheia-lite0.pth", "aletheia-lite0.pth", "aletheia-lite0.onnx", PUBLISHED,
+        "aletheia-lite2.pth", "aletheia-lite2.pth", "aletheia-lite2.onnx", PUBLISHED,
     ]  # fmt: skip
     assert len({api[spec]["provenance"]["model_sha256"] for spec in specs[:3]}) == 1
     assert api[specs[0]]["score"] == api[specs[2]]["score"] != api[specs[3]]["score"]
@@ -101,7 +101,7 @@ def test_resolving_a_spec_imports_no_torch() -> None:
 import sys
 from aletheia.models.spec import resolve_model_spec
 from aletheia.pipeline import DeepfakeDetectorPipeline
-kinds = [resolve_model_spec(s).kind for s in (None, "aletheia-lite0", {str(DEFAULT_MODEL)!r}, {str(onnx)!r},
+kinds = [resolve_model_spec(s).kind for s in (None, "aletheia-lite2", {str(DEFAULT_MODEL)!r}, {str(onnx)!r},
                                                {PUBLISHED!r})]
 DeepfakeDetectorPipeline({str(onnx)!r}).predict({str(ASTRONAUT)!r})
 print(kinds, "torch" in sys.modules)
@@ -140,7 +140,7 @@ def test_a_spec_naming_no_usable_model_is_told_alike_everywhere(
         assert message in err and err.count("\n") == 1, err
         # What can be named instead: the bundled model, the published weights, the architectures.
         assert not lists or all(
-            name in err for name in ("aletheia-lite0", PUBLISHED, "EfficientNetAutoAttLite0")
+            name in err for name in ("aletheia-lite2", PUBLISHED, "EfficientNetAutoAttLite0")
         )
     for load in (DeepfakeDetectorPipeline, lambda s: load_pipelines([s])):
         with pytest.raises(CheckpointError, match=message):
@@ -153,15 +153,15 @@ def test_a_request_naming_a_model_the_server_does_not_hold_gets_a_4xx_listing_th
     with BackgroundServer(build_app([], examples=[])) as url:  # the default bundled model
         files = {"file": ("astronaut.jpg", ASTRONAUT.read_bytes())}
         by_stem = httpx.post(
-            f"{url}/api/v1/detect", files=files, data={"model": "aletheia-lite0"}, timeout=60
+            f"{url}/api/v1/detect", files=files, data={"model": "aletheia-lite2"}, timeout=60
         )
         # A file's path is not a name the server was given: it never looks at its disk for one.
         for model in ("aletheia-lite9", str(DEFAULT_MODEL)):
             refused = httpx.post(f"{url}/api/v1/detect", files=files, data={"model": model}, timeout=60)
             assert refused.status_code == 422, refused.text
-            assert refused.json()["detail"] == f"unknown model {model!r}; this server has: aletheia-lite0.pth"
-        card = httpx.get(f"{url}/api/v1/model-card", params={"model": "aletheia-lite0"}, timeout=30)
-    assert by_stem.status_code == 200 and by_stem.json()["model"] == "aletheia-lite0.pth"
+            assert refused.json()["detail"] == f"unknown model {model!r}; this server has: aletheia-lite2.pth"
+        card = httpx.get(f"{url}/api/v1/model-card", params={"model": "aletheia-lite2"}, timeout=30)
+    assert by_stem.status_code == 200 and by_stem.json()["model"] == "aletheia-lite2.pth"
     assert card.status_code == 200 and card.text == (DEFAULT_MODEL.parent / "MODEL_CARD.md").read_text()
 
 
@@ -182,11 +182,11 @@ def test_an_onnx_file_runs_with_its_sidecar_alone_and_torch_needs_its_checkpoint
         DeepfakeDetectorPipeline(alone, backend="torch")
     # Beside the checkpoint it was exported from, torch loads that checkpoint: the same scores.
     with_torch = DeepfakeDetectorPipeline(str(onnx), backend="torch").predict(ASTRONAUT)
-    assert with_torch.model == "aletheia-lite0.onnx" and with_torch.score == pytest.approx(
+    assert with_torch.model == "aletheia-lite2.onnx" and with_torch.score == pytest.approx(
         reference.score, abs=1e-5
     )
     with pytest.raises(
-        CheckpointError, match="an export of EfficientNetAutoAttLite0Kinds, not of EfficientNetB4"
+        CheckpointError, match="an export of EfficientNetAutoAttLite2Kinds, not of EfficientNetB4"
     ):
         resolve_model_spec(alone, arch="EfficientNetB4")
 
@@ -195,11 +195,11 @@ def test_a_file_wins_over_a_name_and_the_python_api_keeps_its_two_arguments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, b4_checkpoint: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_spec("aletheia-lite0").kind == "bundled"
-    shutil.copyfile(b4_checkpoint, tmp_path / "aletheia-lite0")  # a file of that name here means that file
-    assert (resolve_model_spec("aletheia-lite0").kind, resolve_model_spec("aletheia-lite0").checkpoint) == (
+    assert resolve_model_spec("aletheia-lite2").kind == "bundled"
+    shutil.copyfile(b4_checkpoint, tmp_path / "aletheia-lite2")  # a file of that name here means that file
+    assert (resolve_model_spec("aletheia-lite2").kind, resolve_model_spec("aletheia-lite2").checkpoint) == (
         "file",
-        Path("aletheia-lite0"),
+        Path("aletheia-lite2"),
     )
     # model_checkpoint=FILE with model_name naming its architecture, as before.
     pipeline = DeepfakeDetectorPipeline("EfficientNetAutoAttB4", b4_checkpoint, backend="torch")

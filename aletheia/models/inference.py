@@ -5,8 +5,8 @@ Every classifier answers `infer(batch, with_attention) -> (logits (n, 1 + K), at
 float32 NCHW batch already normalised (aletheia.models.preprocessing). The torch backend (aletheia.models.runtime)
 answers the same.
 
-An exported model is an ONNX file beside its checkpoint (`aletheia-lite0.onnx` for `aletheia-lite0.pth`) with a
-JSON sidecar (`aletheia-lite0.onnx.json`) holding everything needed to use it without torch: architecture, kinds,
+An exported model is an ONNX file beside its checkpoint (`aletheia-lite2.onnx` for `aletheia-lite2.pth`) with a
+JSON sidecar (`aletheia-lite2.onnx.json`) holding everything needed to use it without torch: architecture, kinds,
 calibration, preprocessing, and the SHA-256 of the checkpoint it was exported from. `tools/export_onnx.py` writes
 them; a sidecar whose SHA-256 is not the checkpoint's is stale and not used.
 """

@@ -3,8 +3,8 @@
 A model spec is, in this order:
   * a file: a checkpoint (.pth and the like; its export is used when one is beside it) or an exported model
     (.onnx with its .onnx.json sidecar, run as exported, without torch);
-  * a bundled model by name: the stem or file name of a checkpoint in aletheia/assets/models/ ("aletheia-lite0",
-    or "aletheia-lite0.pth" as results print it); no spec at all means the default bundled model;
+  * a bundled model by name: the stem or file name of a checkpoint in aletheia/assets/models/ ("aletheia-lite2",
+    or "aletheia-lite2.pth" as results print it); no spec at all means the default bundled model;
   * a published-weights name (`aletheia weights list`), used from the cache;
   * a registered architecture (`aletheia models`): no trained weights, so only training and `load_model` take it.
 The CLI, the server, evaluation and the Python API all resolve through here, so a spec means the same model in each.
@@ -37,7 +37,7 @@ __all__ = [
 KINDS = ("bundled", "published", "file", "registered")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 # The model trained by Aletheia's own pipeline, used when no model is named (see its MODEL_CARD.md).
-DEFAULT_MODEL = BUNDLED_DIR / "aletheia-lite0.pth"
+DEFAULT_MODEL = BUNDLED_DIR / "aletheia-lite2.pth"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 ONNX_SUFFIX = ".onnx"
 

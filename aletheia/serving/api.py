@@ -354,7 +354,7 @@ def detect_form(
         str | None,
         Form(
             description="a name from GET /api/v1/models, or the model spec the server was started with "
-            "(`aletheia-lite0` for `aletheia-lite0.pth`); default: the first"
+            "(`aletheia-lite2` for `aletheia-lite2.pth`); default: the first"
         ),
     ] = None,
     assume_face: Annotated[

@@ -168,7 +168,7 @@ class DetectionService:
 
     def resolve(self, model: str | None) -> str:
         """The name of a held model (None: the default), named as listed or by a spec it was loaded from
-        ("aletheia-lite0" for "aletheia-lite0.pth"); raises UnknownServedModelError otherwise. Names only: a request
+        ("aletheia-lite2" for "aletheia-lite2.pth"); raises UnknownServedModelError otherwise. Names only: a request
         never makes the server look for a file."""
         if model is None or model == "":
             return self.default_model

@@ -16,6 +16,7 @@ scores made with the test-time augmentation inference uses (`tta`), recorded in 
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,33 @@ def calibrate(
     tta: str = DEFAULT_TTA,
     band_accuracy: float = 0.95,
     max_spread: float = DEFAULT_MAX_SPREAD,
+    half_precision: bool = False,
+) -> dict:
+    """Fit temperature, threshold, band and crop margin on `run_dir`'s validation split; write them with the weights
+    to `output`. `half_precision`: the weights are rounded to float16 first (a file half the size, loaded into the
+    float model as it is) and calibrated as rounded, so the stored calibration is that of the weights as they ship."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return _calibrate(checkpoint, run_dir, output, target_fpr, tta, band_accuracy, max_spread, half_precision,
+                          Path(scratch))  # fmt: skip
+
+
+def _calibrate(
+    checkpoint: str | Path,
+    run_dir: str | Path,
+    output: str | Path,
+    target_fpr: float,
+    tta: str,
+    band_accuracy: float,
+    max_spread: float,
+    half_precision: bool,
+    scratch: Path,
 ) -> dict:
     checkpoint = _checkpoint_file(checkpoint)
+    state, metadata = read_checkpoint(checkpoint)
+    if half_precision:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        checkpoint = scratch / checkpoint.name
+        torch.save({"net": state, **metadata}, checkpoint)
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
     train, val = load_training_faces(config)
     train_set = FaceCropDataset(train)
@@ -140,7 +166,6 @@ def calibrate(
         "balanced_accuracy_outside": _balanced(labels[decided], scores[decided] >= threshold),
         "median_spread": None if spread is None else float(np.median(spread)),
     }
-    state, metadata = read_checkpoint(checkpoint)
     summary = {
         "temperature": float(temperature),
         "threshold": float(threshold),

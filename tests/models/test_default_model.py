@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(
 def test_bundled_weights_are_small_calibrated_and_documented() -> None:
     assert DEFAULT_MODEL.stat().st_size <= 30 * 2**20
     saved = torch.load(DEFAULT_MODEL, weights_only=True)
-    assert saved["architecture"] == "EfficientNetAutoAttLite0Kinds"  # a score per kind of fake
+    assert saved["architecture"] == "EfficientNetAutoAttLite2Kinds"  # a score per kind of fake
+    assert {t.dtype for t in saved["net"].values() if t.is_floating_point()} == {torch.float16}  # half the file
     assert 0.0 < saved["threshold"] < 1.0 and saved["temperature"] > 0
     assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
 

@@ -269,6 +269,17 @@ def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
     # With a 0% target, no validation real face may be flagged at the stored threshold.
     val = pd.read_csv(run / "val_faces.csv")
     assert saved["calibration"]["at_threshold"]["fpr"] in (0.0, None) or len(val[val["label"] == "real"]) == 0
+    # Half precision: float16 weights, calibrated as rounded, loaded into the float model with scores hardly moved.
+    half = workspace / "calibrated-half.pth"
+    assert main(["calibrate", "--model", str(run / "best.pth"), "--run-dir", str(run), "--output", str(half),
+                 "--target-fpr", "0.0", "--half-precision"]) == 0  # fmt: skip
+    saved_half = torch.load(half, weights_only=True)
+    assert {t.dtype for t in saved_half["net"].values() if t.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * out.stat().st_size
+    rounded = DeepfakeDetectorPipeline(model_checkpoint=half)
+    assert rounded.logits(crop)[0] * saved_half["temperature"] == pytest.approx(
+        raw.logits(crop)[0], abs=0.02
+    )
 
 
 def test_folder_layout_groups_a_subject_across_real_and_fake(tiny_dataset: Path) -> None:
