@@ -4,9 +4,9 @@
     python tools/export_onnx.py --checkpoint my.pth  # a checkpoint of yours: my.onnx + my.onnx.json beside it
 
 BlazeFace: `aletheia/assets/blazeface/blazeface_{short,full}_range.onnx` (uint8 NHWC in; dynamic batch, height,
-width). Classifiers: `aletheia-lite0.onnx` beside `aletheia/assets/models/aletheia-lite0.pth` (and so for every
+width). Classifiers: `aletheia-lite2.onnx` beside `aletheia/assets/models/aletheia-lite2.pth` (and so for every
 checkpoint bundled there), whatever architecture that checkpoint holds (read from it, as the pipeline reads it),
-and `aletheia-lite0.onnx.json` with its architecture, kinds, calibration, preprocessing and the checkpoint's SHA-256. Rerun after replacing a checkpoint:
+and `aletheia-lite2.onnx.json` with its architecture, kinds, calibration, preprocessing and the checkpoint's SHA-256. Rerun after replacing a checkpoint:
 the pipeline ignores an export whose SHA-256 is not its checkpoint's, and tests/models/test_shipped_onnx.py fails.
 Each file is checked against torch after writing (largest difference printed).
 """
