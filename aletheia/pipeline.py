@@ -115,17 +115,17 @@ class DeepfakeDetectorPipeline:
         error result instead.
         """
         name = path if path is not None else (str(image) if isinstance(image, (str, Path)) else "<image>")
+        # An array's only fact is the hash of its pixels (6 MB for 1080p): hashed beside the face search, which
+        # leaves a core idle part of the time (hashlib lets go of the GIL).
+        hashing = None
         if facts is None and isinstance(image, np.ndarray):
-            # An array's only fact is the hash of its pixels (6 MB for 1080p): hashed beside the face search, which
-            # leaves a core idle part of the time (hashlib lets go of the GIL).
             hashing = _background().submit(input_facts, image)
-            pending = self._detect(load_image(image), name, assume_face, None)
-            self._classify([pending], return_attention=return_attention)
-            pending.result.provenance = self.provenance(hashing.result())
-            return pending.result
-        facts = facts if facts is not None else input_facts(image)
+        elif facts is None:
+            facts = input_facts(image)
         pending = self._detect(load_image(image), name, assume_face, facts)
         self._classify([pending], return_attention=return_attention)
+        if hashing is not None:
+            pending.result.provenance = self.provenance(hashing.result())
         return pending.result
 
     def predict_many(

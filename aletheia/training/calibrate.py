@@ -102,28 +102,10 @@ def calibrate(
     """Fit temperature, threshold, band and crop margin on `run_dir`'s validation split; write them with the weights
     to `output`. `half_precision`: the weights are rounded to float16 first (a file half the size, loaded into the
     float model as it is) and calibrated as rounded, so the stored calibration is that of the weights as they ship."""
-    with tempfile.TemporaryDirectory() as scratch:
-        return _calibrate(checkpoint, run_dir, output, target_fpr, tta, band_accuracy, max_spread, half_precision,
-                          Path(scratch))  # fmt: skip
-
-
-def _calibrate(
-    checkpoint: str | Path,
-    run_dir: str | Path,
-    output: str | Path,
-    target_fpr: float,
-    tta: str,
-    band_accuracy: float,
-    max_spread: float,
-    half_precision: bool,
-    scratch: Path,
-) -> dict:
     checkpoint = _checkpoint_file(checkpoint)
     state, metadata = read_checkpoint(checkpoint)
     if half_precision:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        checkpoint = scratch / checkpoint.name
-        torch.save({"net": state, **metadata}, checkpoint)
     config = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
     train, val = load_training_faces(config)
     train_set = FaceCropDataset(train)
@@ -133,7 +115,11 @@ def _calibrate(
         trained[["x0", "y0", "x1", "y1"]].to_numpy(), trained[["height", "width"]].to_numpy()
     )
     check_mode(tta)
-    logits, spread = score_faces_with_spread(str(checkpoint), val, backend="onnx", tta=tta)
+    with tempfile.TemporaryDirectory() as scratch:
+        if half_precision:  # scored as they will ship
+            checkpoint = Path(scratch) / checkpoint.name
+            torch.save({"net": state, **metadata}, checkpoint)
+        logits, spread = score_faces_with_spread(str(checkpoint), val, backend="onnx", tta=tta)
     labels = (val["label"] == "fake").to_numpy(dtype=int)
     temperature = temperature_scale(logits, labels, balanced=True)
     scores = 1.0 / (1.0 + np.exp(-logits / temperature))
