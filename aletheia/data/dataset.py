@@ -131,9 +131,11 @@ def source_balanced_indices(
     seed: int,
     length: int | None = None,
     pseudo_generate: float = 0.0,
+    shares: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Draws in which every source (dataset of origin) has an equal share and is itself half real, half fake, so
-    knowing the dataset says nothing about the label.
+    knowing the dataset says nothing about the label. `shares` weighs named sources against the others' 1 (e.g. 2:
+    drawn twice as often); each stays half real, half fake, so the dataset still says nothing about the label.
 
     A source's fake draws are, with probability `pseudo_generate`, pseudo-generated faces of its real faces (index
     2n + j); else its own fakes (methods equally often) or, with probability `self_blend` and always for a source
@@ -148,7 +150,13 @@ def source_balanced_indices(
         warnings.warn(f"balance 'source' leaves out sources without real faces: {fake_only}", stacklevel=2)
     if not names:
         raise ValueError("balance 'source' needs real faces")
-    source_of_draw = rng.integers(len(names), size=n)
+    if unknown := sorted(set(shares or {}) - set(names)):
+        raise ValueError(f"source shares name sources not drawn from: {unknown}")
+    if shares:
+        weights = np.array([shares.get(name, 1.0) for name in names], dtype=float)
+        source_of_draw = rng.choice(len(names), size=n, p=weights / weights.sum())
+    else:  # drawn as before shares existed, so earlier runs stay reproducible
+        source_of_draw = rng.integers(len(names), size=n)
     wants_fake = rng.random(n) < 0.5
     wants_blend = rng.random(n) < self_blend
     # Drawn separately from the other choices, so a run without pseudo-generated faces draws as it always did.
@@ -182,6 +190,7 @@ def epoch_order(
     length: int | None = None,
     sources: np.ndarray | None = None,
     pseudo_generate: float = 0.0,
+    source_shares: dict[str, float] | None = None,
 ) -> np.ndarray:
     """One epoch's draws as training takes them: `source` balance (`source_balanced_indices`), or balanced by
     `epoch_indices` and then `self_blend` of the fake draws swapped for pseudo-fakes, made from every real source
@@ -190,10 +199,10 @@ def epoch_order(
         if sources is None:
             raise ValueError("balance 'source' needs the source of every face")
         return source_balanced_indices(
-            labels, sources, groups, self_blend, epoch, seed, length, pseudo_generate
+            labels, sources, groups, self_blend, epoch, seed, length, pseudo_generate, source_shares
         )
-    if pseudo_generate > 0:
-        raise ValueError("pseudo_generate needs balance 'source'")
+    if pseudo_generate > 0 or source_shares:
+        raise ValueError("pseudo_generate and source_shares need balance 'source'")
     order = epoch_indices(labels, balance, epoch, seed, length, groups)
     source_weights = sampling_weights(labels, groups) if balance == "method" else None
     return mix_in_self_blended(order, labels, self_blend, epoch, seed, source_weights)

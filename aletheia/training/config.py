@@ -64,6 +64,11 @@ class TrainConfig(BaseModel):
         description="balance a source as part of another (e.g. a generator's fakes with the real faces it was "
         "trained on), so a source without real faces of its own can be trained on without teaching its dataset",
     )
+    source_shares: dict[str, float] = Field(
+        default_factory=dict,
+        description="under balance: source, a named source's share of draws against the others' 1 (after "
+        "pair_sources), e.g. 2 for a dataset whose own fakes should be seen twice as often",
+    )
     balance: Literal["sampler", "method", "source", "none"] = Field(
         "sampler",
         description="sampler: half real, half fake; method: also every real source and fake method an equal share; "

@@ -284,6 +284,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
             length,
             train_set.sources,
             config.pseudo_generate,
+            config.source_shares,
         )[rank::world]
         loader = DataLoader(
             Subset(train_set, order.tolist()),

@@ -115,6 +115,25 @@ def test_source_balance_pairs_a_fake_only_source_and_mixes_in_pseudo_generated_f
         epoch_order(data.labels, data.groups, "method", 0.5, 0, 0, pseudo_generate=0.3)
 
 
+def test_source_shares_draw_a_named_source_more_often_and_keep_it_half_real(tmp_path) -> None:
+    faces = _faces(tmp_path, ["real", "fake"] * 10 + ["real", "fake"] * 10, ["ff"] * 20 + ["b"] * 20)
+    data = FaceCropDataset(faces, sources=faces["source"].to_numpy())
+    n = len(data)
+
+    def draws(**shares: float) -> tuple[float, float]:
+        order = epoch_order(data.labels, data.groups, "source", 0.0, 0, 0, length=20_000, sources=data.sources,
+                            source_shares=shares)  # fmt: skip
+        from_ff = order % n < 20
+        return from_ff.mean(), data.labels[order[from_ff] % n].mean()
+
+    assert draws() == pytest.approx((0.5, 0.5), abs=0.02)
+    assert draws(ff=3.0) == pytest.approx((0.75, 0.5), abs=0.02)  # 3 to 1, and still half fake
+    with pytest.raises(ValueError, match="not drawn from"):
+        draws(nowhere=2.0)
+    with pytest.raises(ValueError, match="balance 'source'"):
+        epoch_order(data.labels, data.groups, "method", 0.0, 0, 0, source_shares={"ff": 2.0})
+
+
 def test_landmark_blend_masks_the_mesh_hull_and_falls_back_to_the_ellipse_without_a_face(tmp_path) -> None:
     from aletheia.data.self_blend import self_blend
     from aletheia.faces.extract import FaceDetector, crop_face
