@@ -131,11 +131,11 @@ def source_balanced_indices(
     seed: int,
     length: int | None = None,
     pseudo_generate: float = 0.0,
-    shares: dict[str, float] | None = None,
+    source_shares: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Draws in which every source (dataset of origin) has an equal share and is itself half real, half fake, so
-    knowing the dataset says nothing about the label. `shares` weighs named sources against the others' 1 (e.g. 2:
-    drawn twice as often); each stays half real, half fake, so the dataset still says nothing about the label.
+    knowing the dataset says nothing about the label. `source_shares` weighs named sources against the others' 1
+    (2: drawn twice as often), each still half real, half fake.
 
     A source's fake draws are, with probability `pseudo_generate`, pseudo-generated faces of its real faces (index
     2n + j); else its own fakes (methods equally often) or, with probability `self_blend` and always for a source
@@ -150,10 +150,10 @@ def source_balanced_indices(
         warnings.warn(f"balance 'source' leaves out sources without real faces: {fake_only}", stacklevel=2)
     if not names:
         raise ValueError("balance 'source' needs real faces")
-    if unknown := sorted(set(shares or {}) - set(names)):
+    if unknown := sorted(set(source_shares or {}) - set(names)):
         raise ValueError(f"source shares name sources not drawn from: {unknown}")
-    if shares:
-        weights = np.array([shares.get(name, 1.0) for name in names], dtype=float)
+    if source_shares:
+        weights = np.array([source_shares.get(name, 1.0) for name in names], dtype=float)
         source_of_draw = rng.choice(len(names), size=n, p=weights / weights.sum())
     else:  # drawn as before shares existed, so earlier runs stay reproducible
         source_of_draw = rng.integers(len(names), size=n)
