@@ -11,7 +11,7 @@ training split (the split depends only on the data's groups and the seed), and n
 For every model: like-for-like AUC per FF++ method against FF++ reals; the left-out methods against the reals of
 their own domain (InSwapper and StyleGAN3 against FFHQ, which both were made from or trained on); each kind head
 against its kind (models with per-kind scores); the share of reals flagged per real source at the model's own
-threshold, whole real photos included; the beauty-filter check; the shortcut check (AUC between every pair of real
+threshold, whole real photos included; the beauty-filter and make-up checks; the shortcut check (AUC between every pair of real
 sources: 0.5 means the model cannot tell datasets apart); stability (median |score change| under a mirror,
 under JPEG re-encoding at quality 75 and with the crop moved by 2% of its side, as a detector's box moves).
 Writes summary.json and summary.md (one column per model) to DIR.
@@ -99,6 +99,25 @@ def _shifted(crop: np.ndarray, rng: np.random.Generator, fraction: float = 0.02)
     return cv2.warpAffine(crop, move, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def made_up_reals(faces: pd.DataFrame, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out reals the face mesh finds (their rows in `faces`) and the same faces wearing one fixed make-up
+    look (`makeup_check`: not a training draw). Polished, made-up portraits are the commonest false positives."""
+    from aletheia.data.dataset import LANDMARK_MIN_PRESENCE
+    from aletheia.data.makeup import makeup_check
+    from aletheia.faces.landmarks import FaceLandmarker
+
+    real_rows = np.flatnonzero(faces["is_fake"].to_numpy() == 0)
+    dataset = FaceCropDataset(faces.iloc[real_rows].reset_index(drop=True))
+    landmarker = FaceLandmarker()
+    rows, made_up = [], []
+    for i, row in enumerate(tqdm(real_rows, desc="make-up", unit="face", leave=False)):
+        points, presence = landmarker.detect(crops[row], dataset.face_box(i))
+        if presence >= LANDMARK_MIN_PRESENCE:
+            rows.append(row)
+            made_up.append(makeup_check(crops[row], points[:, :2]))
+    return np.asarray(rows, dtype=int), np.stack(made_up)
+
+
 def model_figures(
     checkpoint: str,
     faces: pd.DataFrame,
@@ -106,6 +125,7 @@ def model_figures(
     stability_faces: int,
     photos: Path | None,
     tta: str = "mirror",
+    made_up: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     pipeline = DeepfakeDetectorPipeline(model_checkpoint=checkpoint, tta=tta)
     threshold = pipeline.threshold
@@ -156,6 +176,11 @@ def model_figures(
     after = _score(pipeline, filtered)[0]
     figures["beauty_filter"] = {"flagged_before": float((score[real] >= threshold).mean()),
                                 "flagged_after": float((after >= threshold).mean())}  # fmt: skip
+    if made_up is not None:
+        rows, made_up_crops = made_up
+        after = _score(pipeline, made_up_crops)[0]
+        figures["makeup"] = {"flagged_before": float((score[rows] >= threshold).mean()),
+                             "flagged_after": float((after >= threshold).mean()), "faces": int(len(rows))}  # fmt: skip
 
     pick = np.random.default_rng(0).permutation(len(faces))[:stability_faces]
     base = score[pick]
@@ -201,6 +226,11 @@ def summary_markdown(results: dict[str, dict], held_out: dict) -> str:
     cells = " | ".join(f"{results[n]['beauty_filter']['flagged_before']:.1%} / "
                        f"{results[n]['beauty_filter']['flagged_after']:.1%}" for n in names)  # fmt: skip
     lines.append(f"| held-out reals | {cells} |")
+    if all("makeup" in results[n] for n in names):
+        lines.append("| **make-up (lipstick, eye shadow, liner, blush): reals flagged before / after** |" + " |" * len(names))
+        cells = " | ".join(f"{results[n]['makeup']['flagged_before']:.1%} / "
+                           f"{results[n]['makeup']['flagged_after']:.1%}" for n in names)  # fmt: skip
+        lines.append(f"| held-out reals the face mesh finds | {cells} |")
     lines.append("| **stability: median (p90) score change** |" + " |" * len(names))
     for change in ("mirror", "jpeg75", "shift2pct"):
         if any(f"median_change_{change}" not in results[n]["stability"] for n in names):
@@ -240,11 +270,14 @@ def main() -> None:
                 "description": f"validation split of {args.run_dir} and every face of the methods it left out: "
                                f"{', '.join(config.exclude_methods) or 'none'}",
                 "by_method": faces.groupby(["label", "method"]).size().rename("faces").reset_index().to_dict("records")}  # fmt: skip
+    made_up = made_up_reals(faces, crops)
     results = {}
     for spec in args.model:
         name, _, checkpoint = spec.partition("=")
         print(f"scoring {name} ({checkpoint})", flush=True)
-        results[name] = model_figures(checkpoint, faces, crops, args.stability_faces, args.photos, args.tta)
+        results[name] = model_figures(
+            checkpoint, faces, crops, args.stability_faces, args.photos, args.tta, made_up
+        )
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "summary.json").write_text(json.dumps({"held_out": held_out, "models": results}, indent=1))
     markdown = summary_markdown(results, held_out)

@@ -225,6 +225,7 @@ class FaceCropDataset(Dataset):
         retouch: float = 0.0,
         sources: np.ndarray | None = None,
         blend_mask: str = "ellipse",
+        pseudo_decoders: str | None = None,
     ) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
@@ -239,6 +240,8 @@ class FaceCropDataset(Dataset):
             raise ValueError(f"blend_mask must be one of {BLEND_MASKS}, got {blend_mask!r}")
         self.blend_mask = blend_mask
         self._landmarker = None  # loaded on first use, in the process that draws (a DataLoader worker)
+        self.pseudo_decoders = pseudo_decoders  # trained decoders' weights: pseudo-generated faces made by them
+        self._decoders = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -275,12 +278,23 @@ class FaceCropDataset(Dataset):
                 return self_blend_with_landmarks(image, points[:, :2], rng)
         return self_blend(image, box, rng)
 
+    def _pseudo_generate(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A pseudo-generated face: through a trained decoder (`pseudo_decoders`) or random upsampling kernels."""
+        from aletheia.data.pseudo_generate import pseudo_generate
+
+        if self.pseudo_decoders is None:
+            return pseudo_generate(image, rng)
+        from aletheia.data.face_decoder import decoder_generate, load_decoders
+
+        if self._decoders is None:
+            self._decoders = load_decoders(self.pseudo_decoders)
+        return decoder_generate(image, self._decoders, rng)
+
     def _rng(self, draw: int, stream: int) -> np.random.Generator:
         # Differs per draw, per epoch's worker seed and per use, so no two draws share their random choices.
         return np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32, stream])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from aletheia.data.pseudo_generate import pseudo_generate
         from aletheia.data.retouch import retouch_face
 
         made, face = divmod(index, len(self))  # 0: the face itself, 1: self-blended, 2: pseudo-generated
@@ -288,7 +302,7 @@ class FaceCropDataset(Dataset):
         if made == 1:
             image, label = self._self_blend(image, face, self._rng(index, 0)), MANIPULATED
         elif made == 2:
-            image, label = pseudo_generate(image, self._rng(index, 0)), GENERATED
+            image, label = self._pseudo_generate(image, self._rng(index, 0)), GENERATED
         else:
             label = int(self.kinds[index])
         if self.retouch > 0:

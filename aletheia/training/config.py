@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
         description="fraction of fake draws replaced by pseudo-generated faces: real faces given a generator's "
         "upsampling traces (needs balance: source)",
     )
+    pseudo_decoders: str | None = Field(
+        None,
+        description="weights of decoders trained on real faces (scripts/train_face_decoder.py): pseudo-generated "
+        "faces rebuilt by them instead of through random upsampling kernels",
+    )
     pair_sources: dict[str, str] = Field(
         default_factory=dict,
         description="balance a source as part of another (e.g. a generator's fakes with the real faces it was "
