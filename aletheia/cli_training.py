@@ -44,6 +44,7 @@ def _train_overrides(p: argparse.ArgumentParser) -> None:
         choices=("ellipse", "landmarks"),
         help="self-blend mask: box ellipse or face-mesh hull (SBI)",
     )
+    p.add_argument("--reframe", type=float, help="share of faces, real and fake alike, zoomed to a random framing")
     p.add_argument("--pseudo-generate", type=float, help="fraction of fake draws made pseudo-generated faces")
     p.add_argument(
         "--pseudo-decoders",
@@ -192,7 +193,7 @@ def _config_values(args: argparse.Namespace) -> dict:
     from aletheia.training.config import TrainConfig
 
     keys = ["data", "output", "model", "init_checkpoint", "epochs", "batch_size", "lr", "augment_strength",
-            "equalise_quality", "crop_jitter", "retouch", "self_blend", "blend_mask", "pseudo_generate", "pseudo_decoders", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "precision", "lr_schedule", "resume"]  # fmt: skip
+            "equalise_quality", "crop_jitter", "reframe", "retouch", "self_blend", "blend_mask", "pseudo_generate", "pseudo_decoders", "exclude_methods", "steps_per_epoch", "max_val_samples", "num_workers", "seed", "threads", "precision", "lr_schedule", "resume"]  # fmt: skip
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
     config = config.model_copy(update={"data": [str(Path(d).resolve()) for d in config.data],

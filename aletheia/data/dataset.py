@@ -226,6 +226,7 @@ class FaceCropDataset(Dataset):
         sources: np.ndarray | None = None,
         blend_mask: str = "ellipse",
         pseudo_decoders: str | None = None,
+        reframe: float = 0.0,
     ) -> None:
         self.paths = faces["crop"].tolist()
         self.labels = (faces["label"] == "fake").to_numpy(dtype=np.int64)
@@ -236,6 +237,7 @@ class FaceCropDataset(Dataset):
         self.faces = faces.reset_index(drop=True)
         self.seed = seed
         self.retouch = retouch  # share of draws, of either class, given a beauty filter on the face
+        self.reframe = reframe  # share of draws, of either class, zoomed so the face fills a random share of the crop
         if blend_mask not in BLEND_MASKS:
             raise ValueError(f"blend_mask must be one of {BLEND_MASKS}, got {blend_mask!r}")
         self.blend_mask = blend_mask
@@ -295,6 +297,7 @@ class FaceCropDataset(Dataset):
         return np.random.default_rng([self.seed, draw, torch.initial_seed() % 2**32, stream])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from aletheia.data.framing import reframe
         from aletheia.data.retouch import retouch_face
 
         made, face = divmod(index, len(self))  # 0: the face itself, 1: self-blended, 2: pseudo-generated
@@ -309,6 +312,10 @@ class FaceCropDataset(Dataset):
             rng = self._rng(index, 1)
             if rng.random() < self.retouch:
                 image = retouch_face(image, self.face_box(face), rng)
+        if self.reframe > 0:
+            rng = self._rng(index, 2)
+            if rng.random() < self.reframe:
+                image = reframe(image, self.face_box(face), rng)
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), label

@@ -44,6 +44,13 @@ class TrainConfig(BaseModel):
         description="share of training faces, real and fake alike, given a beauty filter on the face (skin "
         "smoothing under a soft face mask), so a smooth face is no sign of blending",
     )
+    reframe: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training faces, real and fake alike, zoomed in or out so the face fills 60-95% of the "
+        "crop's width: sources differ in framing (FF++ and UTKFace tight, the rest loose), classes must not",
+    )
     self_blend: float = Field(
         0.0, ge=0, le=1, description="fraction of fake draws replaced by self-blended pseudo-fakes"
     )

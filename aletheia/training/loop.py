@@ -236,6 +236,7 @@ def train(config: TrainConfig, on_epoch: EpochCallback | None = None, progress: 
         sources=train_faces["source"].astype(str).replace(config.pair_sources).to_numpy(),
         blend_mask=config.blend_mask,
         pseudo_decoders=config.pseudo_decoders,
+        reframe=config.reframe,
     )
     val_set = FaceCropDataset(val_faces)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
