@@ -13,7 +13,8 @@ their own domain (InSwapper and StyleGAN3 against FFHQ, which both were made fro
 against its kind (models with per-kind scores); the share of reals flagged per real source at the model's own
 threshold, whole real photos included; the beauty-filter and make-up checks; the shortcut check (AUC between every pair of real
 sources: 0.5 means the model cannot tell datasets apart); stability (median |score change| under a mirror,
-under JPEG re-encoding at quality 75 and with the crop moved by 2% of its side, as a detector's box moves).
+under JPEG re-encoding at quality 75, with the crop moved by 2% of its side, as a detector's box moves, and with
+the face framed as the other sources frame theirs: FF++ and UTKFace tight, the rest loose).
 Writes summary.json and summary.md (one column per model) to DIR.
 """
 
@@ -97,6 +98,19 @@ def _shifted(crop: np.ndarray, rng: np.random.Generator, fraction: float = 0.02)
     dx, dy = rng.choice([-1.0, 1.0], size=2) * fraction * side
     move = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(crop, move, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _other_framing(crop: np.ndarray, face_box: np.ndarray) -> np.ndarray:
+    """The crop framed as the other sources frame their faces: a loose face (filling under 0.75 of the crop, as in
+    FFHQ, StyleGAN3, InSwapper, Human Faces and whole photos) zoomed in to FF++'s tight framing, a tight one (FF++,
+    UTKFace) zoomed out to the loose framing, about the face's centre (edges reflected). Fixed, not a training draw."""
+    side = crop.shape[1]
+    x0, y0, x1, y1 = face_box
+    zoom = 1.45 if (x1 - x0) / side < 0.75 else 0.7
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    matrix = np.float32([[zoom, 0, cx * (1 - zoom)], [0, zoom, cy * (1 - zoom)]])
+    return cv2.warpAffine(crop, matrix, (side, crop.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
 
 
 def made_up_reals(faces: pd.DataFrame, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +202,11 @@ def model_figures(
     reencoded = _score(pipeline, np.stack([_jpeg(c) for c in crops[pick]]))[0]
     shift_rng = np.random.default_rng(1)
     shifted = _score(pipeline, np.stack([_shifted(c, shift_rng) for c in crops[pick]]))[0]
+    boxes = FaceCropDataset(faces.iloc[pick].reset_index(drop=True))
+    reframed = _score(pipeline, np.stack([_other_framing(c, boxes.face_box(i)) for i, c in enumerate(crops[pick])]))[0]
     figures["stability"] = {"faces": len(pick)}
-    for change, changed in (("mirror", mirrored), ("jpeg75", reencoded), ("shift2pct", shifted)):
+    changes = (("mirror", mirrored), ("jpeg75", reencoded), ("shift2pct", shifted), ("reframed", reframed))
+    for change, changed in changes:
         figures["stability"][f"median_change_{change}"] = float(np.median(np.abs(changed - base)))
         figures["stability"][f"p90_change_{change}"] = float(np.quantile(np.abs(changed - base), 0.9))
     return figures
@@ -232,7 +249,7 @@ def summary_markdown(results: dict[str, dict], held_out: dict) -> str:
                            f"{results[n]['makeup']['flagged_after']:.1%}" for n in names)  # fmt: skip
         lines.append(f"| held-out reals the face mesh finds | {cells} |")
     lines.append("| **stability: median (p90) score change** |" + " |" * len(names))
-    for change in ("mirror", "jpeg75", "shift2pct"):
+    for change in ("mirror", "jpeg75", "shift2pct", "reframed"):
         if any(f"median_change_{change}" not in results[n]["stability"] for n in names):
             continue
         cells = " | ".join(f"{results[n]['stability'][f'median_change_{change}']:.3f} "
