@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_model_report import _beauty_filtered, photo_false_positives  # noqa: E402
 
 from aletheia.data.dataset import FaceCropDataset  # noqa: E402
+from aletheia.data.framing import zoom_about_face  # noqa: E402
 from aletheia.data.prepare import load_faces  # noqa: E402
 from aletheia.evaluation import binary_metrics  # noqa: E402
 from aletheia.pipeline import DeepfakeDetectorPipeline  # noqa: E402
@@ -103,14 +104,9 @@ def _shifted(crop: np.ndarray, rng: np.random.Generator, fraction: float = 0.02)
 def _other_framing(crop: np.ndarray, face_box: np.ndarray) -> np.ndarray:
     """The crop framed as the other sources frame their faces: a loose face (filling under 0.75 of the crop, as in
     FFHQ, StyleGAN3, InSwapper, Human Faces and whole photos) zoomed in to FF++'s tight framing, a tight one (FF++,
-    UTKFace) zoomed out to the loose framing, about the face's centre (edges reflected). Fixed, not a training draw."""
-    side = crop.shape[1]
-    x0, y0, x1, y1 = face_box
-    zoom = 1.45 if (x1 - x0) / side < 0.75 else 0.7
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    matrix = np.float32([[zoom, 0, cx * (1 - zoom)], [0, zoom, cy * (1 - zoom)]])
-    return cv2.warpAffine(crop, matrix, (side, crop.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+    UTKFace) zoomed out to the loose framing. Fixed, not a training draw."""
+    loose = (face_box[2] - face_box[0]) / crop.shape[1] < 0.75
+    return zoom_about_face(crop, face_box, 1.45 if loose else 0.7)
 
 
 def made_up_reals(faces: pd.DataFrame, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

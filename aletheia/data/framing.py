@@ -17,15 +17,20 @@ FACE_SHARES = (0.6, 0.95)  # face width over crop width, drawn uniformly: the lo
 ZOOM_LIMITS = (0.7, 1.6)  # zooming out past 0.7 would fill too much of the crop with reflected border
 
 
-def reframe(crop: np.ndarray, face_box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The crop (RGB uint8, square) scaled about the face's centre so the face fills a random share of its width;
-    `face_box` is the face in crop pixels (`box_in_crop`). Zooming out reflects the border, as crop jitter does."""
-    side = crop.shape[1]
+def zoom_about_face(crop: np.ndarray, face_box: np.ndarray, zoom: float) -> np.ndarray:
+    """The crop scaled by `zoom` about the face's centre (`face_box` in crop pixels), same size; zooming out
+    reflects the border, as crop jitter does."""
     x0, y0, x1, y1 = face_box
-    share = (x1 - x0) / side
-    zoom = float(np.clip(rng.uniform(*FACE_SHARES) / max(share, 1e-3), *ZOOM_LIMITS))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     matrix = np.float32([[zoom, 0, cx * (1 - zoom)], [0, zoom, cy * (1 - zoom)]])
     return cv2.warpAffine(
-        crop, matrix, (side, crop.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        crop, matrix, (crop.shape[1], crop.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     )
+
+
+def reframe(crop: np.ndarray, face_box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The crop (RGB uint8, square) zoomed about the face so the face fills a random share of its width;
+    `face_box` is the face in crop pixels (`box_in_crop`)."""
+    share = (face_box[2] - face_box[0]) / crop.shape[1]
+    zoom = float(np.clip(rng.uniform(*FACE_SHARES) / max(share, 1e-3), *ZOOM_LIMITS))
+    return zoom_about_face(crop, face_box, zoom)
