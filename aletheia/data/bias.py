@@ -124,7 +124,7 @@ def _framing_flags(framing: pd.DataFrame) -> list[str]:
         flags.append(
             f"{share:.0%} of faces come from pre-cropped pictures ({', '.join(map(str, tight['source'].unique()[:4]))}"
             f"): they fill more of the crop than a face in a whole photo ({WHOLE_PHOTO_FRAMING:.2g}); "
-            "`aletheia calibrate` stores a tighter inference margin to match"
+            "train with faces of both framings (`reframe`) or mix in whole-picture sources"
         )
     return flags
 

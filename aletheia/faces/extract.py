@@ -414,23 +414,6 @@ def unclipped_face_fraction(box: np.ndarray, margin: float = 0.2) -> float:
     return float((box[2] - box[0]) / max(x1 - x0, y1 - y0))
 
 
-def matching_margin(boxes: np.ndarray, sizes: np.ndarray, margin: float = 0.2) -> float:
-    """The margin at which faces in whole photos are framed as these crops (made at `margin`) frame theirs.
-
-    Models trained on pre-cropped face datasets have seen tighter crops than a whole photo gives at the same
-    margin; cropping inference faces tighter to match removes a difference the model never learned to ignore.
-    `boxes` (n, 4) are the training faces' boxes (x0, y0, x1, y1), `sizes` (n, 2) their pictures' (height, width).
-    """
-    boxes, sizes = np.asarray(boxes, dtype=np.float64), np.asarray(sizes, dtype=int)
-    target = np.median([face_fraction(h, w, b, margin) for (h, w), b in zip(sizes, boxes, strict=True)])
-
-    def in_a_photo(m: float) -> float:
-        return float(np.median([unclipped_face_fraction(b, m) for b in boxes]))
-
-    candidates = np.round(np.arange(0.0, margin + 1e-9, 0.01), 2)
-    return float(min(candidates, key=lambda m: abs(in_a_photo(m) - target)))
-
-
 def box_in_crop(
     height: int,
     width: int,

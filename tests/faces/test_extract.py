@@ -146,25 +146,14 @@ def test_box_in_crop_locates_the_face_inside_the_crop(policy: str) -> None:
     assert crop[: max(0, y0 - 3)].max() < 15 and crop[y1 + 3 :].max() < 15
 
 
-def test_matching_margin_frames_whole_photos_like_pre_cropped_training_faces() -> None:
-    from aletheia.faces.extract import face_fraction, matching_margin
+def test_face_fraction_tells_pre_cropped_faces_from_faces_in_whole_photos() -> None:
+    from aletheia.faces.extract import face_fraction, unclipped_face_fraction
 
-    rng = np.random.default_rng(0)
-    side = rng.uniform(100, 200, 50)
-    # Faces found in big photos: the crop at margin 0.2 never reaches the border, so 0.2 is already right.
-    photo_boxes = np.stack([np.full(50, 900.0), np.full(50, 900.0), 900 + side, 900 + side], axis=1)
-    photo_sizes = np.full((50, 2), 2000)
-    assert matching_margin(photo_boxes, photo_sizes) == 0.2
-    # Pre-cropped faces (the box fills most of the picture): the crop is clipped to the picture, so tighter.
-    tight_boxes = np.stack([np.full(50, 10.0), np.full(50, 10.0), 10 + side, 10 + side], axis=1)
-    tight_sizes = np.stack([side + 20, side + 20], axis=1).astype(int)
-    margin = matching_margin(tight_boxes, tight_sizes)
-    assert margin < 0.1
-    trained = np.median([face_fraction(h, w, b) for (h, w), b in zip(tight_sizes, tight_boxes, strict=True)])
-    in_a_photo = np.median(
-        [face_fraction(h, w, b, margin) for (h, w), b in zip(photo_sizes, photo_boxes, strict=True)]
-    )
-    assert in_a_photo == pytest.approx(trained, abs=0.02)
+    box = np.array([900.0, 900.0, 1060.0, 1060.0])
+    # A face in a big photo: the margin-0.2 crop never reaches the border.
+    assert face_fraction(2000, 2000, box) == pytest.approx(unclipped_face_fraction(box)) == pytest.approx(0.625, abs=0.01)
+    # A pre-cropped face (the box fills most of the picture): the crop is clipped to the picture, so the face fills more.
+    assert face_fraction(180, 180, np.array([10.0, 10.0, 170.0, 170.0])) > 0.85
 
 
 def _pixels(detector: FaceDetector, height: int, width: int) -> int:

@@ -254,8 +254,8 @@ def test_calibrate_stores_temperature_and_threshold_used_by_the_pipeline(
     assert calibrated.logits(crop)[0] == pytest.approx(
         raw.logits(crop)[0] / saved["temperature"], rel=1e-4, abs=1e-5
     )
-    # Faces are cut at the margin that matches the training crops' framing, stored with the weights.
-    assert 0.0 <= saved["crop_margin"] <= 0.2 and raw.config.crop_margin == 0.2
+    # Faces are cut at the margin the training and validation crops were cut at, stored with the weights.
+    assert saved["crop_margin"] == raw.config.crop_margin == 0.2
     found = calibrated.predict(face).faces[0]
     expected = crop_face(face, found.box, "scale", 224, saved["crop_margin"])
     assert np.array_equal(found.crop, expected)
