@@ -27,8 +27,8 @@ $A prepare "$DATA/labels.csv" --output "$WORK/prepared" --min-face-fraction 0.25
 #    4 epochs of 120 steps: 30 minutes on 2 cores of an Intel Xeon with AMX (bf16).
 $A train --config configs/default_model_lite2_retouch.yaml --data "$WORK/prepared" --output "$WORK/lite2-retouch" \
   --init-checkpoint "$WORK/recipe/lite2/kinds/best.pth"
-# 4. Temperature, threshold (at most 5% of each real source's validation faces flagged), the crop margin that frames
-#    photo faces like the training crops and the inconclusive band (the narrowest around the threshold leaving 90%
+# 4. Temperature, threshold (at most 5% of each real source's validation faces flagged), the crop margin (the
+#    training one, so the calibration holds for the faces inference cuts) and the inconclusive band (the narrowest around the threshold leaving 90%
 #    of the decided validation faces right), fitted with the mirror test-time augmentation detect uses, on the
 #    weights rounded to float16 as they ship; then the ONNX file and sidecar detect runs without torch.
 $A calibrate --model "$WORK/lite2-retouch/best.pth" --run-dir "$WORK/lite2-retouch" --band-accuracy 0.9 \

@@ -42,7 +42,7 @@ def test_the_stored_calibration_reaches_the_pipeline() -> None:
     assert np.array_equal(face.crop, crop_face(image, face.box, "scale", 224, saved["crop_margin"]))
 
 
-def test_default_model_scores_match_across_backends_and_call_the_astronaut_real() -> None:
+def test_default_model_scores_match_across_backends_and_never_call_the_astronaut_fake() -> None:
     from aletheia import DeepfakeDetectorPipeline
 
     results = {
@@ -51,7 +51,7 @@ def test_default_model_scores_match_across_backends_and_call_the_astronaut_real(
     scores = {b: [[f.score, *f.scores.values()] for f in r.faces] for b, r in results.items()}
     np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-4)
     np.testing.assert_allclose(scores["openvino"], scores["torch"], atol=1e-4)
-    # A real (public-domain NASA) photo: never called fake; v6 leaves it in its inconclusive band (model card).
+    # A real (public-domain NASA) photo: never called fake; v8.1 leaves it in its inconclusive band (0.36).
     assert results["onnx"].label in ("real", "inconclusive")
     assert results["onnx"].score < results["onnx"].threshold
     assert set(results["onnx"].faces[0].scores) == {"manipulated", "generated"}
