@@ -175,7 +175,7 @@ def model_figures(
     if through_pipeline:
         # The same faces' original files through the whole pipeline: the face search and the model's own crop
         # margin, as a user meets them. Crops cut by `prepare` frame faces at the training margin; a model whose
-        # stored margin differs scores otherwise in use than above (v8 at margin 0.04: InSwapper 0.91 here, 0.62 so).
+        # stored margin differs scores otherwise in use than above (v8 at margin 0.04: InSwapper 0.91 here, 0.63 so).
         file_score = _file_scores(pipeline, faces)
         figures["pipeline_auc"] = _like_for_like(file_score, faces)
         figures["pipeline_reals_flagged"] = {

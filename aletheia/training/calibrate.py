@@ -3,8 +3,8 @@
 The crop margin stored is the one the training and validation crops were cut at, so that every threshold and band
 fitted here holds for the faces inference cuts. (Until v8 it was a tighter margin meant to frame faces in whole photos
 like pre-cropped training faces; once the training mix held whole-picture sources, that cost more than it gave: v8
-through the pipeline at 0.04 against 0.2 flagged 7.8% against 1.6% of 64 whole real photos and scored InSwapper
-0.62 against 0.88.)
+through the pipeline at 0.04 against 0.2 flagged 9.0% against 1.5% of 67 whole real photos and 9.9% against 4.0% of
+FFHQ's real faces, and scored InSwapper 0.63 against 0.91: weights/reports/v11-crop-margin.md.)
 Temperature scaling makes probabilities mean what they say, fit with both classes weighing the same (the model is
 trained on balanced draws, and the validation split's own share of fakes says nothing about a user's photos). The
 decision threshold is the lowest that flags at most `target_fpr` of the validation faces of *every* real source
